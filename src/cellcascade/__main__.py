@@ -1,0 +1,3 @@
+from cellcascade.cli import main
+
+raise SystemExit(main())

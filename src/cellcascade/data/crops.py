@@ -113,7 +113,9 @@ def extract_crops(items: list[AnnotatedImage], size: int = 64, scale: float | st
         for region in regionprops(item.labels, intensity_image=image):
             own = item.labels == region.label
             centre = np.array(region.centroid)
-            mask = _sample_window(own.astype(np.float32), centre, size, scale, order=1, cval=0) >= 0.5
+            if scale == 1.0:  # sample on the pixel grid (no interpolation): centroid within half a pixel of the centre
+                centre = np.round(centre - (size - 1) / 2) + (size - 1) / 2
+            mask = _sample_window(own.astype(np.float32), centre, size, scale, order=1, cval=0) > 0.5
             known = _sample_window((own | known_background).astype(np.float32), centre, size, scale, order=1, cval=0)
             texture = _sample_window(image, centre, size, scale, order=1, cval=0).astype(np.float32)
             texture[known < 0.999] = np.nan

@@ -1,0 +1,239 @@
+"""Command line: each subcommand parses its options and calls one public function.
+
+Bad input ends with one line on stderr (``cellcascade: error: …``) and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from cellcascade.errors import CellcascadeError
+
+DEFAULT_MASK_MODEL = "default"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage dump): ``cellcascade <command>: error: …`` and exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text}")
+    return value
+
+
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be within [0, 1], not {text}")
+    return value
+
+
+def _count_range(text: str) -> tuple[int, int]:
+    """'40' or '40-49' -> (min, max)."""
+    low, _, high = text.partition("-")
+    try:
+        low_i, high_i = int(low), int(high or low)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or MIN-MAX, not {text!r}") from None
+    if low_i < 1 or high_i < low_i:
+        raise argparse.ArgumentTypeError(f"expected 1 <= MIN <= MAX, not {text!r}")
+    return low_i, high_i
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same output (default 0)")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                        help="where to run the networks: auto takes a CUDA GPU if there is one (default auto)")
+    parser.add_argument("--threads", type=_positive_int, default=None,
+                        help="CPU threads for PyTorch (default: PyTorch's choice)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="cellcascade",
+        description="Synthetic, densely annotated fluorescence microscopy from a few annotated images "
+        "(cascaded diffusion models, arXiv 2411.11515).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("train-masks", help="train the single-cell mask diffusion model on annotated data",
+                       description="Train the single-cell mask diffusion model (stage 1) on every whole annotated cell "
+                       "of DATA. Checkpoints go to OUT.checkpoint/ and an interrupted run resumes from there.")
+    p.add_argument("data", help="'sample' (the embedded real nuclei image), a Cell Tracking Challenge folder, "
+                   "or a folder of NAME.tif + NAME_masks.tif pairs")
+    p.add_argument("--out", required=True, type=Path, help="model folder to write (must not exist)")
+    p.add_argument("--crop-size", type=_positive_int, default=32, help="side of the generated masks in pixels (default 32)")
+    p.add_argument("--preset", choices=["tiny", "cpu", "gpu"], default="cpu",
+                   help="network size: cpu (1.1M parameters, default) or gpu (larger; for a GPU); tiny is for tests")
+    p.add_argument("--steps", type=_positive_int, default=4000, help="optimizer steps (default 4000)")
+    p.add_argument("--batch-size", type=_positive_int, default=32, help="samples per step (default 32)")
+    p.add_argument("--lr", type=float, default=3e-4, help="learning rate (default 3e-4)")
+    p.add_argument("--checkpoint-every", type=_positive_int, default=500, help="steps between checkpoints (default 500)")
+    _add_common(p)
+
+    p = sub.add_parser("sample-masks", help="sample single-cell masks from a mask model",
+                       description="Sample single-cell binary masks from a trained mask model; writes masks.tif "
+                       "(N, S, S) uint8, preview.png and manifest.json into OUT.")
+    _add_model(p)
+    p.add_argument("--n", type=_positive_int, default=64, help="number of masks (default 64)")
+    _add_sampler(p)
+    _add_output(p)
+    _add_common(p)
+
+    p = sub.add_parser("populate", help="lay out synthetic cells into densely labelled 2D label images",
+                       description="Sample cell shapes from a mask model and place them into H x W canvases: writes "
+                       "labels/label_NNNN.tif (uint16 instance labels), preview.png and manifest.json (seeds, "
+                       "configuration, per-cell table) into OUT. Image i depends only on --seed and i.")
+    _add_model(p)
+    p.add_argument("--n", type=_positive_int, default=4, help="number of label images (default 4)")
+    p.add_argument("--size", type=_positive_int, nargs=2, default=(256, 256), metavar=("H", "W"),
+                   help="image size in pixels of the training data (default 256 256)")
+    p.add_argument("--cells", type=_count_range, default=(40, 49), metavar="N|MIN-MAX",
+                   help="cells per image, a number or a range (default 40-49, as in the paper)")
+    p.add_argument("--clustering", type=_probability, default=0.3, metavar="P",
+                   help="probability in [0, 1] that a cell is placed next to an existing one: 0 scattered, "
+                   "1 colonies (default 0.3)")
+    p.add_argument("--scale", type=float, nargs=2, default=(0.9, 1.1), metavar=("MIN", "MAX"),
+                   help="random size factor per cell (default 0.9 1.1)")
+    p.add_argument("--overlap", type=float, default=0.0, metavar="F",
+                   help="fraction of a cell's pixels allowed to overlap others, in [0, 1) (default 0)")
+    p.add_argument("--shapes-per-image", type=_positive_int, default=16,
+                   help="masks sampled per image; cells reuse them in random poses (default 16)")
+    _add_sampler(p)
+    _add_output(p)
+    _add_common(p)
+    return parser
+
+
+def _add_model(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help=f"mask model folder, or '{DEFAULT_MASK_MODEL}' for the shipped model "
+                        "trained on the embedded sample")
+
+
+def _add_sampler(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--steps", type=_positive_int, default=20, help="sampler steps (default 20)")
+    parser.add_argument("--sampler", choices=["ddim", "dpm"], default="ddim",
+                        help="few-step sampler: DDIM or DPM-Solver++ (default ddim)")
+
+
+def _add_output(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, type=Path, help="output folder (must not exist, or be empty)")
+    parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+
+
+def _run_train_masks(args: argparse.Namespace) -> None:
+    from cellcascade.data import read_dataset
+    from cellcascade.training.loop import TrainConfig
+    from cellcascade.training.mask import train_mask_model
+
+    if not args.lr > 0:
+        raise CellcascadeError(f"--lr must be positive, not {args.lr}")
+    items = read_dataset(args.data)
+    config = TrainConfig(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
+                         checkpoint_every=args.checkpoint_every, seed=args.seed)
+    train_mask_model(items, args.out, crop_size=args.crop_size, preset=args.preset, config=config,
+                     device=args.device, progress=not args.quiet)
+    print(f"wrote {args.out}")
+
+
+def _load_mask_model(args: argparse.Namespace):
+    from cellcascade.pipelines.mask import load_mask_pipeline
+    from cellcascade.weights import default_mask_model
+
+    path = default_mask_model() if args.model == DEFAULT_MASK_MODEL else Path(args.model)
+    pipe = load_mask_pipeline(path, device=_torch_device(args.device))
+    pipe.use_sampler(args.sampler)
+    return pipe
+
+
+def _torch_device(device: str) -> str:
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise CellcascadeError("device 'cuda' was asked for but no CUDA GPU is available")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def _run_sample_masks(args: argparse.Namespace) -> None:
+    import numpy as np
+    import torch
+
+    from cellcascade.io.output import output_folder
+    from cellcascade.io.manifest import write_manifest
+    from cellcascade.io.preview import save_mask_gallery
+    from cellcascade.io.tiff import write_tiff
+
+    with output_folder(args.out, args.overwrite) as tmp:  # validates OUT before any work
+        pipe = _load_mask_model(args)
+        out = pipe(args.n, args.steps, generator=torch.Generator().manual_seed(args.seed), progress=not args.quiet)
+        write_tiff(tmp / "masks.tif", out.masks.astype(np.uint8))
+        save_mask_gallery(tmp / "preview.png", out.masks[:64], title=f"{args.n} sampled masks (seed {args.seed})")
+        write_manifest(tmp / "manifest.json", command="sample-masks", config=_config(args),
+                       samples=[{"file": "masks.tif", "seed": args.seed, "count": args.n, "rejected": out.rejected,
+                                 "pixel_scale": out.pixel_scale}])
+    print(f"wrote {args.n} masks to {args.out}")
+
+
+def _run_populate(args: argparse.Namespace) -> None:
+    from cellcascade.io.output import output_folder
+    from cellcascade.io.manifest import write_manifest
+    from cellcascade.io.preview import save_label_preview
+    from cellcascade.io.tiff import write_tiff
+    from cellcascade.pipelines.labels import generate_label_images
+
+    if not 0.0 <= args.overlap < 1.0:
+        raise CellcascadeError(f"--overlap must be within [0, 1), not {args.overlap}")
+    if not 0 < args.scale[0] <= args.scale[1]:
+        raise CellcascadeError(f"--scale needs 0 < MIN <= MAX, not {args.scale[0]} {args.scale[1]}")
+    with output_folder(args.out, args.overwrite) as tmp:
+        pipe = _load_mask_model(args)
+        result = generate_label_images(
+            pipe, args.n, tuple(args.size), cells=args.cells, clustering=args.clustering, scale_range=tuple(args.scale),
+            overlap_tolerance=args.overlap, shapes_per_image=args.shapes_per_image, num_inference_steps=args.steps,
+            seed=args.seed, progress=not args.quiet)
+        (tmp / "labels").mkdir()
+        samples = []
+        for i, (labels, cells, seed) in enumerate(zip(result.labels, result.cells, result.seeds)):
+            name = f"labels/label_{i:04d}.tif"
+            write_tiff(tmp / name, labels)
+            samples.append({"file": name, "seed": seed, "cells": cells})
+        save_label_preview(tmp / "preview.png", result.labels[:8], titles=[f"label_{i:04d}" for i in range(len(result.labels[:8]))])
+        write_manifest(tmp / "manifest.json", command="populate", config=_config(args), samples=samples)
+    print(f"wrote {args.n} label images to {args.out} (preview: {args.out / 'preview.png'})")
+
+
+def _config(args: argparse.Namespace) -> dict:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("quiet",)}
+
+
+COMMANDS = {"train-masks": _run_train_masks, "sample-masks": _run_sample_masks, "populate": _run_populate}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    try:
+        COMMANDS[args.command](args)
+    except CellcascadeError as exc:
+        print(f"cellcascade: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cellcascade: interrupted", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,327 @@
+"""Segmenters that the benchmark trains and scores: a small protocol and Cellpose 3 trained from scratch.
+
+A segmenter learns from a list of images with instance labels and writes checkpoints along training, so the
+benchmark can draw a learning curve and choose the number of steps on validation data. Every segmenter takes
+images that are already normalised (the benchmark normalises each source image once, with
+:func:`normalize_percentile`), so that a crop is scaled like the image it was cut from.
+
+Cellpose 3 (``cellpose<4``) is the one implementation; StarDist or another network fits the same protocol.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import numpy as np
+from skimage.segmentation import relabel_sequential
+
+from cellcascade.errors import CellcascadeError
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Weights saved after `step` optimizer steps (one step = one batch)."""
+
+    step: int
+    path: Path
+
+
+class Segmenter(Protocol):
+    """What the benchmark needs from a segmentation network.
+
+    ``train`` must do exactly ``steps`` optimizer steps whatever the number of images (so arms with more images
+    do not get more training), draw image ``i`` with probability ``probabilities[i]``, and be deterministic for a
+    given ``seed``. ``predict`` returns label images with consecutive ids.
+    """
+
+    name: str
+
+    def train(
+        self,
+        images: Sequence[np.ndarray],
+        labels: Sequence[np.ndarray],
+        *,
+        steps: int,
+        seed: int,
+        work_dir: str | Path,
+        checkpoints: Sequence[int],
+        probabilities: Sequence[float] | None = None,
+    ) -> list[Checkpoint]: ...
+
+    def predict(self, checkpoint: Checkpoint, images: Sequence[np.ndarray], *, diameter: float) -> list[np.ndarray]: ...
+
+
+def normalize_percentile(image: np.ndarray, low: float = 1.0, high: float = 99.0) -> tuple[float, float]:
+    """The intensities at the `low` and `high` percentiles of `image` (Cellpose's normalisation, 1 and 99).
+
+    Parameters
+    ----------
+    image : ndarray, shape (Y, X), any real dtype
+
+    Returns
+    -------
+    (lo, hi) : floats with hi > lo; apply as ``(image - lo) / (hi - lo)``.
+
+    Examples
+    --------
+    >>> lo, hi = normalize_percentile(np.arange(101.0))
+    >>> lo, hi
+    (1.0, 99.0)
+    """
+    lo, hi = np.percentile(np.asarray(image, dtype=np.float64), [low, high])
+    if not hi > lo:
+        hi = lo + 1.0  # a flat image: keep it flat instead of dividing by zero
+    return float(lo), float(hi)
+
+
+def apply_normalization(image: np.ndarray, lo_hi: tuple[float, float]) -> np.ndarray:
+    """float32 (Y, X): ``(image - lo) / (hi - lo)``."""
+    lo, hi = lo_hi
+    return ((np.asarray(image, dtype=np.float32) - lo) / (hi - lo)).astype(np.float32)
+
+
+def relabel(labels: np.ndarray) -> np.ndarray:
+    """int32 label image with consecutive ids 1..N in the order of the original ids (0 stays 0)."""
+    return relabel_sequential(np.asarray(labels).astype(np.int64))[0].astype(np.int32)
+
+
+def label_diameter(labels: np.ndarray) -> float:
+    """Cellpose's cell "diameter" of a label image: that of a disc with the median object area (at least 5 px)."""
+    labels = np.asarray(labels)
+    areas = np.bincount(labels.ravel().astype(np.int64))[1:]
+    areas = areas[areas > 0]
+    if not len(areas):
+        raise CellcascadeError("cannot measure the cell diameter of an empty label image")
+    return max(5.0, float(np.sqrt(np.median(areas) / np.pi) * 2))
+
+
+@dataclass
+class CellposeSegmenter:
+    """Cellpose 3 trained from random weights (no download), on the CPU or a given device.
+
+    The loop follows ``cellpose.train.train_seg`` (same network, loss, AdamW, learning rate with a linear
+    warm-up, augmentation by ``transforms.random_rotate_and_resize`` with Cellpose's per-image rescaling) with
+    three changes that a fair benchmark needs: one batch per step whatever the number of images (images drawn
+    at random with the given probabilities); the augmentation and the draw of images follow `seed` (Cellpose
+    reseeds NumPy with the epoch number, so all seeds would see the same batches); and no learning-rate decay at
+    the end, so the checkpoint after ``s`` steps of a long run is the same model as a run of ``s`` steps, and a
+    real-only run of 4×S steps contains the real-only run of S steps.
+
+    Diameter: during training each image is resized so that its cells (median area, :func:`label_diameter`)
+    measure `diam_mean` pixels, as Cellpose does; :meth:`predict` resizes the images by
+    ``diam_mean / diameter`` with the `diameter` the caller measured on its training annotations.
+
+    Parameters
+    ----------
+    diam_mean : float
+        Cell diameter, in network pixels (17 is Cellpose's nuclei model).
+    tile : int
+        Side of the square training tiles (a multiple of 16).
+    batch_size : int
+        Tiles per optimizer step.
+    learning_rate, weight_decay : float
+        AdamW settings (Cellpose's defaults).
+    warmup : int
+        Steps of linear learning-rate warm-up.
+    device : str
+        Torch device ("cpu", "cuda").
+
+    Examples
+    --------
+    >>> seg = CellposeSegmenter(tile=64, batch_size=2)
+    >>> ckpts = seg.train(images, labels, steps=4, seed=0, work_dir="run", checkpoints=[2, 4])  # doctest: +SKIP
+    >>> masks = seg.predict(ckpts[-1], test_images, diameter=24.0)  # doctest: +SKIP
+    """
+
+    diam_mean: float = 17.0
+    tile: int = 128
+    batch_size: int = 8
+    learning_rate: float = 0.005
+    weight_decay: float = 1e-5
+    warmup: int = 10
+    device: str = "cpu"
+    name: str = "cellpose3"
+
+    def __post_init__(self) -> None:
+        if self.tile < 16 or self.tile % 16:
+            raise CellcascadeError(f"the training tile must be a multiple of 16 pixels, not {self.tile}")
+        if self.batch_size < 1:
+            raise CellcascadeError(f"batch size must be at least 1, not {self.batch_size}")
+        if not self.diam_mean > 0:
+            raise CellcascadeError(f"diam_mean must be positive, not {self.diam_mean}")
+
+    @property
+    def config(self) -> dict:
+        return asdict(self)
+
+    def _new_model(self):
+        from cellpose import models
+
+        # mkldnn off: the same code path for training and prediction (MKL-DNN cannot train).
+        return models.CellposeModel(
+            gpu=False,
+            pretrained_model=False,
+            model_type=None,
+            nchan=2,
+            diam_mean=self.diam_mean,
+            mkldnn=False,
+            device=_torch_device(self.device),
+        )
+
+    def train(
+        self,
+        images: Sequence[np.ndarray],
+        labels: Sequence[np.ndarray],
+        *,
+        steps: int,
+        seed: int,
+        work_dir: str | Path,
+        checkpoints: Sequence[int],
+        probabilities: Sequence[float] | None = None,
+    ) -> list[Checkpoint]:
+        """Train from random weights for exactly `steps` optimizer steps.
+
+        Parameters
+        ----------
+        images : sequence of ndarray float32, shape (Y, X)
+            Normalised images (see :func:`normalize_percentile`), any sizes.
+        labels : sequence of ndarray int, shape (Y, X)
+            Instance labels, 0 = background, each with at least one object.
+        steps : int
+            Optimizer steps (batches of `batch_size` tiles).
+        seed : int
+            Seeds the initial weights, the draw of images and the augmentation.
+        work_dir : path
+            Folder for the checkpoints (created).
+        checkpoints : sequence of int
+            Steps after which to save the weights, each in 1..steps (`steps` is always saved).
+        probabilities : sequence of float, optional
+            Chance to draw each image for a tile (default: uniform).
+
+        Returns
+        -------
+        list of Checkpoint, by step.
+        """
+        import torch
+        from cellpose import dynamics, transforms
+        from cellpose.train import _loss_fn_seg  # the loss of cellpose.train.train_seg
+
+        if len(images) != len(labels) or not len(images):
+            raise CellcascadeError(f"need as many label images as images (at least one), got {len(images)} and {len(labels)}")
+        if steps < 1:
+            raise CellcascadeError(f"steps must be at least 1, not {steps}")
+        wanted = sorted({int(s) for s in checkpoints} | {int(steps)})
+        if wanted[0] < 1 or wanted[-1] > steps:
+            raise CellcascadeError(f"checkpoints must lie in 1..{steps}, got {sorted(checkpoints)}")
+        n = len(images)
+        if probabilities is None:
+            probabilities = np.full(n, 1.0 / n)
+        probabilities = np.asarray(probabilities, dtype=np.float64)
+        if probabilities.shape != (n,) or probabilities.min() < 0 or not probabilities.sum() > 0:
+            raise CellcascadeError("probabilities must be one non-negative number per image, not all zero")
+        probabilities = probabilities / probabilities.sum()
+
+        work_dir = Path(work_dir)
+        work_dir.mkdir(parents=True, exist_ok=True)
+        device = _torch_device(self.device)
+        rng = np.random.default_rng(seed)
+        torch.manual_seed(seed)
+        model = self._new_model()
+        net = model.net
+
+        stacks, flows, diameters = [], [], []
+        for image, label in zip(images, labels):
+            image = np.asarray(image, dtype=np.float32)
+            label = relabel(label)
+            if image.shape != label.shape or image.ndim != 2:
+                raise CellcascadeError(f"each image and its labels must be 2D of the same shape, got {image.shape} and {label.shape}")
+            if not label.any():
+                raise CellcascadeError("a training label image holds no object")
+            stacks.append(np.stack([image, np.zeros_like(image)]))  # channel 2 empty, as channels=[0, 0]
+            # one image at a time (no progress bar); labels_to_flows renumbers in place, so give it a copy
+            flows.append(dynamics.labels_to_flows([label.copy()], device=torch.device("cpu"))[0][1:])
+            diameters.append(label_diameter(label))
+        diameters = np.asarray(diameters)
+        net.diam_labels.data = torch.tensor([float(np.mean(diameters))], device=device)
+
+        optimizer = torch.optim.AdamW(net.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
+        saved: list[Checkpoint] = []
+        numpy_state = np.random.get_state()  # random_rotate_and_resize draws from NumPy's global generator
+        try:
+            for step in range(1, steps + 1):
+                picks = rng.choice(n, size=self.batch_size, p=probabilities)
+                np.random.seed(int(rng.integers(2**31)))
+                tiles, targets = transforms.random_rotate_and_resize(
+                    [stacks[i] for i in picks],
+                    Y=[flows[i] for i in picks],
+                    rescale=diameters[picks] / self.diam_mean,
+                    scale_range=0.5,
+                    xy=(self.tile, self.tile),
+                )[:2]
+                for group in optimizer.param_groups:
+                    group["lr"] = self.learning_rate * min(1.0, step / self.warmup)
+                net.train()
+                output = net(torch.from_numpy(tiles).to(device))[0]
+                loss = _loss_fn_seg(targets, output, device)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                if step in wanted:
+                    path = work_dir / f"step_{step:06d}.safetensors"
+                    _save_weights(net, path)
+                    saved.append(Checkpoint(step=step, path=path))
+        finally:
+            np.random.set_state(numpy_state)
+        return saved
+
+    def predict(self, checkpoint: Checkpoint, images: Sequence[np.ndarray], *, diameter: float) -> list[np.ndarray]:
+        """Segment normalised images with the weights of `checkpoint`.
+
+        Parameters
+        ----------
+        checkpoint : Checkpoint
+            From :meth:`train`.
+        images : sequence of ndarray float32, shape (Y, X)
+            Normalised like the training images.
+        diameter : float
+            Cell diameter in these images, in pixels (measured on the training annotations).
+
+        Returns
+        -------
+        list of ndarray int32, shape (Y, X): instance labels with consecutive ids, 0 = background.
+        """
+        if not diameter > 0:
+            raise CellcascadeError(f"diameter must be positive, not {diameter}")
+        model = self._new_model()
+        _load_weights(model.net, checkpoint.path)
+        model.diam_labels = float(model.net.diam_labels.item())
+        out = []
+        for image in images:
+            masks = model.eval(
+                np.asarray(image, dtype=np.float32),
+                channels=None,
+                normalize={"normalize": False},  # a dict: cellpose would otherwise mutate its module default
+                diameter=float(diameter),
+            )[0]
+            out.append(relabel(masks))
+        return out
+
+
+def _torch_device(name: str):
+    import torch
+
+    return torch.device(name)
+
+
+def _save_weights(net, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(path))
+
+
+def _load_weights(net, path: Path) -> None:
+    from safetensors.torch import load_file
+
+    net.load_state_dict(load_file(str(path), device=str(net.device)))

@@ -1,0 +1,122 @@
+"""Optical blur: a Gaussian PSF whose width is fitted to the intensity edges of annotated cells.
+
+Why edges of annotated cells: the generator draws sharp masks and blurs them, so the quantity it needs is exactly
+"how wide is the real intensity transition across a drawn cell boundary". Around each annotated cell we model the
+image as ``alpha + beta * (mask * G_sigma)`` (local background ``alpha``, cell contrast ``beta``, both fitted per
+cell by least squares) and choose the one ``sigma`` that explains all cells best (smallest mean normalised residual).
+This uses only pixels the annotation vouches for (the cell and a thin band around it, other cells excluded), works
+for sparse annotations, and is insensitive to texture far from the edge. A power-spectrum estimate, by contrast,
+mixes blur with cell size, texture and noise. The result is an *effective* PSF (it also absorbs annotation habits
+and rounded nuclear edges), which is what a mask-to-image simulator has to reproduce.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+from scipy.optimize import minimize_scalar
+
+from cellcascade.data.annotated import AnnotatedImage
+from cellcascade.errors import CellcascadeError
+
+# Sane range for a fitted PSF sigma, in pixels.
+PSF_SIGMA_RANGE = (0.3, 8.0)
+# Width (pixels) of the band outside each cell that takes part in the edge fit.
+EDGE_BAND = 8
+# At most this many cells enter the fit (a fixed-seed random subset), to keep fitting fast on large data.
+MAX_CELLS = 300
+
+
+def _cell_windows(items: list[AnnotatedImage], max_cells: int = MAX_CELLS) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, float]]:
+    """For each usable cell: (own mask float64 window, bool of pixels in the fit, their centred intensities,
+    the intensities' sum of squares). Windows are N-d.
+
+    A cell is usable if its window (bounding box padded by the band) lies inside the image. The window need not
+    hold the blur's full reach: the mask is 0 outside it, so a zero-padded blur of the window is exact.
+    """
+    pad = EDGE_BAND + 1
+    windows = []
+    for item in items:
+        labels = item.labels
+        for label, box in enumerate(ndi.find_objects(labels), start=1):
+            if box is None:
+                continue
+            lo = [s.start - pad for s in box]
+            hi = [s.stop + pad for s in box]
+            if min(lo) < 0 or any(h > n for h, n in zip(hi, labels.shape)):
+                continue
+            window = tuple(slice(a, b) for a, b in zip(lo, hi))
+            lab = labels[window]
+            own = lab == label
+            outside_distance = ndi.distance_transform_edt(~own)
+            used = own | ((outside_distance <= EDGE_BAND) & (lab == 0))
+            values = item.image[window][used].astype(np.float64)
+            values -= values.mean()
+            ss_values = float(values @ values)
+            if ss_values > 0:
+                windows.append((own.astype(np.float64), used, values, ss_values))
+    if len(windows) > max_cells:
+        keep = np.random.default_rng(0).choice(len(windows), max_cells, replace=False)
+        windows = [windows[i] for i in sorted(keep)]
+    return windows
+
+
+def _edge_misfit(windows, sigma) -> float:
+    """Mean over cells of the normalised residual of ``image ≈ alpha + beta * blur(mask, sigma)`` (1 - R²)."""
+    total = 0.0
+    for own, used, values, ss_values in windows:
+        model = ndi.gaussian_filter(own, sigma, mode="constant")[used]
+        model -= model.mean()
+        ss_model = float(model @ model)
+        if ss_model <= 0:
+            continue
+        explained = float(values @ model) ** 2 / ss_model
+        total += 1.0 - explained / ss_values
+    return total / max(len(windows), 1)
+
+
+def fit_psf_sigma(items: list[AnnotatedImage]) -> tuple[float, float | None]:
+    """Fit the Gaussian PSF sigma (pixels) to the edges of annotated cells.
+
+    Parameters
+    ----------
+    items : list of AnnotatedImage
+        2D (Y, X) or 3D (Z, Y, X) annotated images (sparse or dense).
+
+    Returns
+    -------
+    sigma : float
+        Lateral sigma (Y and X), clamped to ``PSF_SIGMA_RANGE``.
+    sigma_z : float or None
+        Axial sigma for 3D data (fitted with the lateral one fixed), None for 2D data.
+
+    Examples
+    --------
+    >>> from cellcascade.data import load_sample
+    >>> sigma, sigma_z = fit_psf_sigma(load_sample())
+    >>> 0.3 <= sigma <= 8.0 and sigma_z is None
+    True
+    """
+    windows = _cell_windows(items)
+    if not windows:
+        raise CellcascadeError("cannot fit the blur: no annotated cell lies far enough from the image border")
+    ndim = windows[0][0].ndim
+    low, high = PSF_SIGMA_RANGE
+
+    def fit_1d(make_sigma) -> float:
+        grid = np.arange(0.5, high + 1e-9, 0.5)
+        scores = [_edge_misfit(windows, make_sigma(s)) for s in grid]
+        best = int(np.argmin(scores))
+        lo, hi = grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)]
+        if hi <= lo:
+            return float(grid[best])
+        result = minimize_scalar(lambda s: _edge_misfit(windows, make_sigma(s)), bounds=(lo, hi), method="bounded",
+                                 options={"xatol": 0.01})
+        return float(result.x)
+
+    sigma = fit_1d(lambda s: (s,) * ndim)
+    if ndim == 2:
+        return float(np.clip(sigma, low, high)), None
+    sigma_z = fit_1d(lambda s: (s,) + (sigma,) * (ndim - 1))
+    sigma = fit_1d(lambda s: (sigma_z,) + (s,) * (ndim - 1))
+    return float(np.clip(sigma, low, high)), float(np.clip(sigma_z, low, high))

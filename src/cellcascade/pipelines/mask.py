@@ -1,0 +1,158 @@
+"""Stage 1: single-cell mask diffusion (the paper's MaskDDPM) — a diffusers pipeline over a ``UNet2DModel``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from diffusers import DDIMScheduler, DiffusionPipeline, DPMSolverMultistepScheduler, UNet2DModel
+from scipy import ndimage as ndi
+from tqdm.auto import tqdm
+
+from cellcascade.errors import CellcascadeError
+
+SAMPLERS = {"ddim": DDIMScheduler, "dpm": DPMSolverMultistepScheduler}
+
+
+@dataclass
+class MaskOutput:
+    """Generated single-cell masks.
+
+    Attributes
+    ----------
+    masks : ndarray bool, shape (N, S, S)
+        One connected, hole-free cell per mask, at the model's crop scale.
+    pixel_scale : float
+        Crop pixels per image pixel of the training data: resize by ``1 / pixel_scale`` to get image pixels.
+    rejected : int
+        Samples drawn but rejected as degenerate (too small, or touching the crop border).
+    """
+
+    masks: np.ndarray
+    pixel_scale: float
+    rejected: int
+
+
+def clean_mask(soft: np.ndarray, min_area: int) -> np.ndarray | None:
+    """Largest connected component of ``soft > 0``, holes filled; None if degenerate.
+
+    Parameters
+    ----------
+    soft : ndarray float (S, S)
+        Model output in [-1, 1].
+    min_area : int
+        Smallest accepted area in pixels.
+
+    Returns
+    -------
+    ndarray bool (S, S), or None if too small or touching the crop border.
+    """
+    binary = soft > 0
+    components, count = ndi.label(binary)
+    if count == 0:
+        return None
+    sizes = np.bincount(components.ravel())[1:]
+    mask = ndi.binary_fill_holes(components == 1 + int(np.argmax(sizes)))
+    if mask.sum() < min_area:
+        return None
+    if mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any():
+        return None
+    return mask
+
+
+class MaskDiffusionPipeline(DiffusionPipeline):
+    """Unconditional generator of single-cell binary masks.
+
+    Parameters
+    ----------
+    unet : UNet2DModel
+        1 channel in, 1 out; ``sample_size`` is the crop side S.
+    scheduler : DDIMScheduler or DPMSolverMultistepScheduler
+        A few-step sampler (swappable: ``pipe.scheduler = DPMSolverMultistepScheduler.from_config(...)``).
+    pixel_scale : float
+        Crop pixels per image pixel of the data it was trained on.
+    min_area : int
+        Smallest accepted mask area in crop pixels.
+
+    Examples
+    --------
+    >>> pipe = MaskDiffusionPipeline.from_pretrained("weights/sample")  # doctest: +SKIP
+    >>> out = pipe(8, num_inference_steps=20, generator=torch.Generator().manual_seed(0))  # doctest: +SKIP
+    >>> out.masks.shape  # doctest: +SKIP
+    (8, 32, 32)
+    """
+
+    model_cpu_offload_seq = "unet"
+
+    def __init__(self, unet: UNet2DModel, scheduler, pixel_scale: float = 1.0, min_area: int = 12):
+        super().__init__()
+        self.register_modules(unet=unet, scheduler=scheduler)
+        self.register_to_config(pixel_scale=float(pixel_scale), min_area=int(min_area))
+
+    def use_sampler(self, name: str) -> None:
+        """Switch the sampler to "ddim" or "dpm" (DPM-Solver++), keeping the noise schedule."""
+        if name not in SAMPLERS:
+            raise CellcascadeError(f"sampler must be one of {sorted(SAMPLERS)}, not {name!r}")
+        self.scheduler = SAMPLERS[name].from_config(self.scheduler.config)
+
+    @torch.no_grad()
+    def denoise(self, batch_size: int, num_inference_steps: int, generator: torch.Generator | None) -> np.ndarray:
+        """Run the sampler once; return raw outputs, float32 (N, S, S) in [-1, 1]."""
+        size = self.unet.config.sample_size
+        x = torch.randn((batch_size, 1, size, size), generator=generator).to(self.device)
+        self.scheduler.set_timesteps(num_inference_steps)
+        for t in self.scheduler.timesteps:
+            noise = self.unet(x, t).sample
+            x = self.scheduler.step(noise, t, x).prev_sample
+        return x.clamp(-1, 1)[:, 0].float().cpu().numpy()
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        num_masks: int = 16,
+        num_inference_steps: int = 20,
+        generator: torch.Generator | None = None,
+        batch_size: int = 64,
+        max_rounds: int = 20,
+        progress: bool = False,
+    ) -> MaskOutput:
+        """Sample `num_masks` accepted masks (degenerate samples are redrawn, at most `max_rounds` batches)."""
+        if num_masks < 1:
+            raise CellcascadeError(f"number of masks must be positive, not {num_masks}")
+        if num_inference_steps < 1:
+            raise CellcascadeError(f"number of sampling steps must be positive, not {num_inference_steps}")
+        accepted: list[np.ndarray] = []
+        rejected = 0
+        bar = tqdm(total=num_masks, desc="sampling masks", disable=not progress)
+        for _ in range(max_rounds):
+            if len(accepted) >= num_masks:
+                break
+            for soft in self.denoise(min(batch_size, max(1, num_masks - len(accepted))), num_inference_steps, generator):
+                mask = clean_mask(soft, self.config.min_area)
+                if mask is None:
+                    rejected += 1
+                elif len(accepted) < num_masks:
+                    accepted.append(mask)
+                    bar.update(1)
+        bar.close()
+        if len(accepted) < num_masks:
+            raise CellcascadeError(f"the mask model produced only {len(accepted)} usable masks of {num_masks}: it needs more training")
+        return MaskOutput(masks=np.stack(accepted), pixel_scale=self.config.pixel_scale, rejected=rejected)
+
+
+def load_mask_pipeline(path, device: str = "cpu") -> MaskDiffusionPipeline:
+    """Load a saved mask model folder (safetensors only, checked first); raise CellcascadeError if unusable."""
+    from diffusers.utils import logging as diffusers_logging
+
+    from cellcascade.io.model_folder import check_pipeline_folder
+
+    folder = check_pipeline_folder(path, "MaskDiffusionPipeline")
+    diffusers_logging.disable_progress_bar()
+    try:
+        pipe = MaskDiffusionPipeline.from_pretrained(folder, use_safetensors=True)
+    except Exception as exc:  # diffusers raises several types for damaged folders
+        raise CellcascadeError(f"{folder}: cannot load the mask model ({exc})".splitlines()[0]) from None
+    finally:
+        diffusers_logging.enable_progress_bar()
+    return pipe.to(device)

@@ -38,7 +38,7 @@ def quantization_step(image: np.ndarray) -> float:
     """Spacing of the intensity levels an integer image uses (1 for raw camera data; more for rescaled data).
 
     Estimated as (range of the central 99.8 % of values) / (number of distinct values there - 1), and kept only
-    when the levels are regular (no gap wider than twice that); 0 for float images.
+    when it is at least 1.5 and the levels are regular (no gap wider than twice that), else 1; 0 for float images.
     """
     if image.dtype.kind not in "ui":
         return 0.0
@@ -47,9 +47,9 @@ def quantization_step(image: np.ndarray) -> float:
     if levels.size < 3:
         return 1.0
     step = float(levels[-1] - levels[0]) / (levels.size - 1)
-    if np.diff(levels).max() > 2 * step + 1e-9:
-        return 1.0
-    return max(step, 1.0)
+    if step < 1.5 or np.diff(levels).max() > 2 * step + 1e-9:
+        return 1.0  # every value used (a few missing ones do not make a lattice), or irregular gaps
+    return step
 
 
 def noise_samples(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -31,28 +31,25 @@ def _cell_windows(items: list[AnnotatedImage], max_cells: int = MAX_CELLS) -> li
     """For each usable cell: (own mask float64 window, bool of pixels in the fit, their centred intensities,
     the intensities' sum of squares). Windows are N-d.
 
-    A cell is usable if its window (bounding box padded by the band) lies inside the image. The window need not
-    hold the blur's full reach: the mask is 0 outside it, so a zero-padded blur of the window is exact.
+    A cell is usable if it does not touch the image border (a cut cell has a false edge there). Its window is the
+    bounding box padded by the band, cut at the image border. The window need not hold the blur's full reach: the
+    mask is 0 outside it, so a zero-padded blur of the window is exact.
     """
     pad = EDGE_BAND + 1
     windows = []
     for item in items:
         labels = item.labels
         for label, box in enumerate(ndi.find_objects(labels), start=1):
-            if box is None:
+            if box is None or any(s.start == 0 or s.stop == n for s, n in zip(box, labels.shape)):
                 continue
-            lo = [s.start - pad for s in box]
-            hi = [s.stop + pad for s in box]
-            if min(lo) < 0 or any(h > n for h, n in zip(hi, labels.shape)):
-                continue
-            window = tuple(slice(a, b) for a, b in zip(lo, hi))
+            window = tuple(slice(max(s.start - pad, 0), min(s.stop + pad, n)) for s, n in zip(box, labels.shape))
             lab = labels[window]
             own = lab == label
             outside_distance = ndi.distance_transform_edt(~own)
             used = own | ((outside_distance <= EDGE_BAND) & (lab == 0))
             values = item.image[window][used].astype(np.float64)
             values -= values.mean()
-            ss_values = float(values @ values)
+            ss_values = _dot(values, values)
             if ss_values > 0:
                 windows.append((own.astype(np.float64), used, values, ss_values))
     if len(windows) > max_cells:
@@ -61,16 +58,21 @@ def _cell_windows(items: list[AnnotatedImage], max_cells: int = MAX_CELLS) -> li
     return windows
 
 
+def _dot(a: np.ndarray, b: np.ndarray) -> float:
+    """Dot product without BLAS (whose thread start-up costs milliseconds per call on a busy machine)."""
+    return float(np.einsum("i,i->", a, b))
+
+
 def _edge_misfit(windows, sigma) -> float:
     """Mean over cells of the normalised residual of ``image ≈ alpha + beta * blur(mask, sigma)`` (1 - R²)."""
     total = 0.0
     for own, used, values, ss_values in windows:
         model = ndi.gaussian_filter(own, sigma, mode="constant")[used]
         model -= model.mean()
-        ss_model = float(model @ model)
+        ss_model = _dot(model, model)
         if ss_model <= 0:
             continue
-        explained = float(values @ model) ** 2 / ss_model
+        explained = _dot(values, model) ** 2 / ss_model
         total += 1.0 - explained / ss_values
     return total / max(len(windows), 1)
 
@@ -99,7 +101,7 @@ def fit_psf_sigma(items: list[AnnotatedImage]) -> tuple[float, float | None]:
     """
     windows = _cell_windows(items)
     if not windows:
-        raise CellcascadeError("cannot fit the blur: no annotated cell lies far enough from the image border")
+        raise CellcascadeError("cannot fit the blur: every annotated cell touches the image border")
     ndim = windows[0][0].ndim
     low, high = PSF_SIGMA_RANGE
 
@@ -107,7 +109,8 @@ def fit_psf_sigma(items: list[AnnotatedImage]) -> tuple[float, float | None]:
         grid = np.arange(0.5, high + 1e-9, 0.5)
         scores = [_edge_misfit(windows, make_sigma(s)) for s in grid]
         best = int(np.argmin(scores))
-        lo, hi = grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)]
+        lo = grid[best - 1] if best > 0 else low
+        hi = grid[min(best + 1, len(grid) - 1)]
         if hi <= lo:
             return float(grid[best])
         result = minimize_scalar(lambda s: _edge_misfit(windows, make_sigma(s)), bounds=(lo, hi), method="bounded",

@@ -1,0 +1,134 @@
+"""Shape realism of the mask model: generated single-cell masks vs the real training cells vs random ellipses.
+
+For each statistic (area, eccentricity, solidity, perimeter²/area) the distance between the generated and the real
+distributions is the 1D Wasserstein distance divided by the real spread (``cellcascade.evaluation.shape_stats``).
+The trivial baseline draws ellipses whose area and eccentricity match the real mean and variance. Both are
+compared at image scale (the masks are resized by 1 / pixel_scale, as ``populate`` does) and at the model's crop
+scale (the training masks themselves).
+
+Usage::
+
+    python benchmarks/shape_realism.py [--model default] [--n 256] [--out benchmarks/results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from skimage.draw import ellipse  # noqa: E402
+
+from cellcascade.data import extract_crops, load_sample  # noqa: E402
+from cellcascade.evaluation.shape_stats import SHAPE_STATISTICS, shape_distance, shape_statistics  # noqa: E402
+from cellcascade.pipelines.labels import to_image_scale  # noqa: E402
+from cellcascade.pipelines.mask import load_mask_pipeline  # noqa: E402
+from cellcascade.weights import default_mask_model  # noqa: E402
+
+
+def random_ellipses(area: np.ndarray, eccentricity: np.ndarray, n: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """`n` bool masks of ellipses with area ~ Normal(mean, std) and eccentricity ~ Normal(mean, std) of the inputs."""
+    masks = []
+    while len(masks) < n:
+        a_area = rng.normal(area.mean(), area.std())
+        ecc = rng.normal(eccentricity.mean(), eccentricity.std())
+        if a_area < 4 or not 0 <= ecc < 0.99:
+            continue
+        ratio = np.sqrt(1 - ecc**2)  # minor / major
+        major = np.sqrt(a_area / (np.pi * ratio))
+        size = int(2 * major + 6)
+        mask = np.zeros((size, size), bool)
+        rr, cc = ellipse(size / 2, size / 2, major, major * ratio, shape=mask.shape, rotation=rng.uniform(0, np.pi))
+        mask[rr, cc] = True
+        masks.append(mask)
+    return masks
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="default", help="mask model folder, or 'default' (shipped)")
+    parser.add_argument("--n", type=int, default=256, help="generated masks (default 256)")
+    parser.add_argument("--steps", type=int, default=20, help="DDIM steps (default 20)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    args = parser.parse_args()
+
+    pipe = load_mask_pipeline(default_mask_model() if args.model == "default" else args.model)
+    size = pipe.unet.config.sample_size
+    crops = [c for c in extract_crops(load_sample(), size=size, scale="auto") if c.usable_for_shape]
+    real_image = [np.pad(c.mask, 0) for c in extract_crops(load_sample(), size=64, scale=1.0) if c.usable_for_shape]
+    real_crop = [c.mask for c in crops]
+
+    start = time.perf_counter()
+    generated = pipe(args.n, args.steps, generator=torch.Generator().manual_seed(args.seed)).masks
+    seconds = time.perf_counter() - start
+    generated_image = [to_image_scale(m, 1 / pipe.config.pixel_scale) for m in generated]
+
+    rng = np.random.default_rng(args.seed)
+    rows = {}
+    for scale_name, real, gen in (("image", real_image, generated_image), ("crop", real_crop, list(generated))):
+        stats = shape_statistics(real)
+        baseline = random_ellipses(stats["area"], stats["eccentricity"], args.n, rng)
+        rows[scale_name] = {
+            "cellcascade": shape_distance(stats, shape_statistics(gen)),
+            "ellipse baseline": shape_distance(stats, shape_statistics(baseline)),
+            "real": {k: float(np.mean(v)) for k, v in stats.items()},
+            "generated_mean": {k: float(np.mean(v)) for k, v in shape_statistics(gen).items()},
+            "baseline_mean": {k: float(np.mean(v)) for k, v in shape_statistics(baseline).items()},
+        }
+        if scale_name == "image":
+            plot_stats = (stats, shape_statistics(gen), shape_statistics(baseline))
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    command = "python benchmarks/shape_realism.py " + " ".join(sys.argv[1:])
+    wins = sum(rows["image"]["cellcascade"][k] < rows["image"]["ellipse baseline"][k] for k in SHAPE_STATISTICS)
+    lines = [
+        "# Shape realism of the mask model (embedded sample)",
+        "",
+        f"Command: `{command}`  ",
+        f"Model: `{args.model}`; {args.n} generated masks, DDIM {args.steps} steps, seed {args.seed}, "
+        f"{seconds:.1f} s to sample on {platform.machine()} CPU ({torch.get_num_threads()} threads); "
+        f"{len(real_image)} real whole cells of the embedded sample (cells cut by the border left out).",
+        "",
+        "Distance = Wasserstein distance to the real distribution / real standard deviation (lower is better).",
+        "",
+    ]
+    for scale_name, row in rows.items():
+        lines += [f"## At {scale_name} scale", "", "| statistic | real mean | cellcascade mean | ellipse mean | "
+                  "cellcascade distance | ellipse-baseline distance |", "|---|---|---|---|---|---|"]
+        for k in SHAPE_STATISTICS:
+            lines.append(f"| {k} | {row['real'][k]:.3f} | {row['generated_mean'][k]:.3f} | {row['baseline_mean'][k]:.3f} | "
+                         f"**{row['cellcascade'][k]:.3f}** | {row['ellipse baseline'][k]:.3f} |")
+        lines.append("")
+    lines.append(f"At image scale the learned model is closer than the baseline on {wins} of 4 statistics.")
+    (args.out / "shape_realism.md").write_text("\n".join(lines) + "\n")
+    (args.out / "shape_realism.json").write_text(json.dumps({"command": command, "seconds": seconds, **rows}, indent=1))
+
+    fig, axes = plt.subplots(1, 5, figsize=(17, 3.2))
+    for ax, k in zip(axes, SHAPE_STATISTICS):
+        for values, label in zip(plot_stats, ("real", "cellcascade", "ellipses")):
+            ax.hist(values[k], bins=25, histtype="step", density=True, label=label, linewidth=1.5)
+        ax.set_title(k)
+    axes[0].legend(fontsize=8)
+    gallery = np.zeros((4 * size, 8 * size))
+    for i, m in enumerate(generated[:32]):
+        gallery[(i // 8) * size : (i // 8 + 1) * size, (i % 8) * size : (i % 8 + 1) * size] = m
+    axes[4].imshow(gallery, cmap="gray")
+    axes[4].set_title("generated masks")
+    axes[4].axis("off")
+    fig.tight_layout()
+    fig.savefig(args.out / "shape_realism.png", dpi=90)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

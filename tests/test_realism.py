@@ -126,11 +126,11 @@ CROP = 64
 
 @pytest.fixture(scope="module")
 def feature_sets():
-    """Inception features of real windows from the top and the bottom half of the sample, and of wrong sets."""
-    image = load_sample()[0].image.astype(np.float32)
+    """Inception features of real windows from the top and the bottom half of the sample, and of other sets."""
+    sample = load_sample()[0].image.astype(np.float32)
     rng = np.random.default_rng(0)
 
-    def windows(row_range):
+    def windows(image, row_range):
         out = []
         for _ in range(N_PER_SET):
             r = rng.integers(row_range[0], row_range[1] - CROP)
@@ -139,17 +139,22 @@ def feature_sets():
         return out
 
     sets = {
-        "real_a": windows((0, 256)),
-        "real_b": windows((256, 512)),
+        "real_a": windows(sample, (0, 256)),
+        "real_b": windows(sample, (256, 512)),
         "noise": list(rng.random((N_PER_SET, CROP, CROP))),
         "blobs": [ndi.gaussian_filter(rng.random((CROP, CROP)), 6) for _ in range(N_PER_SET)],
-        "blurred": [ndi.gaussian_filter(w, 4) for w in windows((256, 512))],
+        "blurred": [ndi.gaussian_filter(w, 4) for w in windows(sample, (256, 512))],
     }
+    if importlib.util.find_spec("cellcascade.classic.generator") is not None:
+        from cellcascade.classic import ClassicGenerator
+
+        classic, _ = ClassicGenerator.fit(load_sample()).generate((512, 512), rng=0)
+        sets["classic"] = windows(classic.astype(np.float32), (0, 512))
     features = {name: inception_features(normalize_intensities(images), batch_size=8) for name, images in sets.items()}
     return sets, features
 
 
-@pytest.mark.slow  # ~60 Inception passes on the CPU
+@pytest.mark.slow  # ~70 Inception passes on the CPU
 def test_kid_of_two_real_halves_is_lower_than_of_wrong_sets(feature_sets):
     _, features = feature_sets
     assert features["real_a"].shape == (N_PER_SET, 2048)
@@ -160,6 +165,16 @@ def test_kid_of_two_real_halves_is_lower_than_of_wrong_sets(feature_sets):
         assert math.isfinite(other.kid_mean) and math.isfinite(other.fid)
         assert same.kid_mean < 0.5 * other.kid_mean, wrong
         assert same.fid < other.fid, wrong
+
+
+@pytest.mark.slow
+def test_classic_baseline_is_closer_to_real_than_wrong_sets(feature_sets):
+    _, features = feature_sets
+    if "classic" not in features:
+        pytest.skip("the classic baseline generator (cellcascade.classic.generator) is not available")
+    classic = scores_from_features(features["real_a"], features["classic"]).kid_mean
+    for wrong in ("noise", "blobs", "blurred"):
+        assert classic < 0.5 * scores_from_features(features["real_a"], features[wrong]).kid_mean, wrong
 
 
 @pytest.mark.slow

@@ -40,13 +40,28 @@ def sample_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 
-def to_image_scale(mask: np.ndarray, factor: float) -> np.ndarray:
-    """Resize a crop-scale bool mask (S, S) by `factor`; return its bounding-box crop, bool (h, w), one component."""
+def to_image_scale(soft: np.ndarray, factor: float) -> np.ndarray:
+    """Resize a crop-scale mask by `factor` and binarise it: one hole-free component, cropped to its bounding box.
+
+    Parameters
+    ----------
+    soft : ndarray (S, S)
+        Float32 model output in [-1, 1] (cell where > 0; resized smoothly, so outlines stay smooth), or bool mask.
+    factor : float
+        Image pixels per crop pixel (``1 / pixel_scale``).
+
+    Returns
+    -------
+    ndarray bool (h, w)
+    """
+    soft = soft.astype(np.float32) * 2 - 1 if soft.dtype == bool else soft.astype(np.float32)
     if factor != 1.0:
-        mask = rescale(mask.astype(np.float32), factor, order=1, anti_aliasing=False) > 0.5
+        soft = rescale(soft, factor, order=1, anti_aliasing=False)
+    mask = soft > 0
     components, count = ndi.label(mask)
     if count > 1:
         mask = components == 1 + int(np.argmax(np.bincount(components.ravel())[1:]))
+    mask = ndi.binary_fill_holes(mask)
     rows, cols = np.nonzero(mask)
     return mask[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
 
@@ -103,8 +118,8 @@ def generate_label_images(
     for index in tqdm(range(first_index, first_index + n_images), desc="label images", disable=not progress):
         image_seed = sample_seed(seed, index)
         generator = torch.Generator().manual_seed(image_seed)
-        masks = mask_pipe(shapes_per_image, num_inference_steps, generator=generator).masks
-        shapes = [to_image_scale(mask, factor) for mask in masks]
+        soft = mask_pipe(shapes_per_image, num_inference_steps, generator=generator).soft
+        shapes = [to_image_scale(s, factor) for s in soft]
         population = place_cells(
             shapes,
             tuple(size),

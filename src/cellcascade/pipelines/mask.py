@@ -23,6 +23,9 @@ class MaskOutput:
     ----------
     masks : ndarray bool, shape (N, S, S)
         One connected, hole-free cell per mask, at the model's crop scale.
+    soft : ndarray float32, shape (N, S, S)
+        The model's raw outputs in [-1, 1] for the same masks (threshold 0); resize these, not the binary masks,
+        to get smooth outlines at another scale (:func:`cellcascade.pipelines.labels.to_image_scale`).
     pixel_scale : float
         Crop pixels per image pixel of the training data: resize by ``1 / pixel_scale`` to get image pixels.
     rejected : int
@@ -30,6 +33,7 @@ class MaskOutput:
     """
 
     masks: np.ndarray
+    soft: np.ndarray
     pixel_scale: float
     rejected: int
 
@@ -123,6 +127,7 @@ class MaskDiffusionPipeline(DiffusionPipeline):
         if num_inference_steps < 1:
             raise CellcascadeError(f"number of sampling steps must be positive, not {num_inference_steps}")
         accepted: list[np.ndarray] = []
+        accepted_soft: list[np.ndarray] = []
         rejected = 0
         bar = tqdm(total=num_masks, desc="sampling masks", disable=not progress)
         for _ in range(max_rounds):
@@ -134,11 +139,12 @@ class MaskDiffusionPipeline(DiffusionPipeline):
                     rejected += 1
                 elif len(accepted) < num_masks:
                     accepted.append(mask)
+                    accepted_soft.append(np.where(mask, np.maximum(soft, 1e-3), np.minimum(soft, 0)))
                     bar.update(1)
         bar.close()
         if len(accepted) < num_masks:
             raise CellcascadeError(f"the mask model produced only {len(accepted)} usable masks of {num_masks}: it needs more training")
-        return MaskOutput(masks=np.stack(accepted), pixel_scale=self.config.pixel_scale, rejected=rejected)
+        return MaskOutput(masks=np.stack(accepted), soft=np.stack(accepted_soft).astype(np.float32), pixel_scale=self.config.pixel_scale, rejected=rejected)
 
 
 def load_mask_pipeline(path, device: str = "cpu") -> MaskDiffusionPipeline:

@@ -89,6 +89,7 @@ def tiled_denoise(
     batch_size: int = 16,
     device: torch.device | str = "cpu",
     progress: bool = False,
+    noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Sample one canvas by denoising overlapping tiles and blending their noise predictions at every step.
 
@@ -111,6 +112,9 @@ def tiled_denoise(
         Minimum overlap of neighbouring tiles (pixels of the denoised variable); the blend ramp is this wide.
     factor : int
         Image pixels per denoised pixel (1 in pixel space, 8 for a Stable Diffusion VAE).
+    noise : Tensor float32 (channels, ceil(H / factor), ceil(W / factor)), optional
+        The initial noise (standard normal), e.g. shared between the z-slices of a volume; drawn from `generator`
+        where not given (and on any padding of canvases smaller than a tile).
 
     Returns
     -------
@@ -127,7 +131,12 @@ def tiled_denoise(
     norm = torch.zeros((padded_h, padded_w), device=device)
     for y, x in boxes:
         norm[y : y + tile, x : x + tile] += window
-    sample = torch.randn((1, channels, padded_h, padded_w), generator=generator).to(device)
+    sample = torch.randn((1, channels, padded_h, padded_w), generator=generator)
+    if noise is not None:
+        if tuple(noise.shape) != (channels, h, w):
+            raise CellcascadeError(f"initial noise must have shape {(channels, h, w)}, not {tuple(noise.shape)}")
+        sample[0, :, :h, :w] = noise
+    sample = sample.to(device)
     scheduler.set_timesteps(num_inference_steps)
     sample = sample * scheduler.init_noise_sigma
     for t in tqdm(scheduler.timesteps, desc="texture", disable=not progress):
@@ -222,6 +231,7 @@ class TexturePipeline(DiffusionPipeline):
         generator: torch.Generator | None = None,
         batch_size: int = 16,
         progress: bool = False,
+        noise: np.ndarray | None = None,
     ) -> TextureOutput:
         """Generate the intensity image of `labels`.
 
@@ -235,6 +245,9 @@ class TexturePipeline(DiffusionPipeline):
             Same generator state → same image.
         batch_size : int
             Tiles per UNet call.
+        noise : ndarray float32 (Y, X), optional
+            Initial standard-normal noise instead of drawing it from `generator` (e.g. one noise base shared by the
+            slices of a volume, for slice-to-slice continuity).
 
         Returns
         -------
@@ -248,6 +261,7 @@ class TexturePipeline(DiffusionPipeline):
             self._predict, conditions, 1, self.scheduler, num_inference_steps, generator,
             tile=self.unet.config.sample_size, overlap=self.config.tile_overlap, batch_size=batch_size,
             device=self.device, progress=progress,
+            noise=None if noise is None else torch.as_tensor(np.asarray(noise, np.float32))[None],
         )
         image = from_unit(unit[0].clamp(-1, 1).numpy(), self.config.intensity_low, self.config.intensity_high)
         return TextureOutput(image=image)

@@ -1,0 +1,627 @@
+"""The segmentation benchmark: does synthetic data help a segmenter on my cells?
+
+:func:`run_benchmark` trains one segmenter (Cellpose 3 from scratch, :mod:`cellcascade.evaluation.segmenters`)
+in several *arms* and scores each on held-out real images:
+
+- ``real``: the annotation budget only (a patch with about `budget` annotated cells, see
+  :mod:`cellcascade.evaluation.splits`);
+- ``<source>``: synthetic data only, and ``real + <source>``: the budget mixed with synthetic data, for every
+  synthetic source: the built-in classic simulator (:class:`cellcascade.classic.ClassicGenerator`, fitted on the
+  budget patch only) and any folders of synthetic image/mask pairs;
+- ``real (4× steps)``: real only, trained four times longer, to show whether real-only has converged.
+
+Fairness rules (see the design notes):
+
+- every arm does the same number of optimizer steps (one batch per step, whatever its number of images);
+- the test images feed nothing: not the segmenter, not the generator, not the choice of training length;
+- the number of steps of each arm and seed is chosen on the *validation* annotations (the training part outside
+  the budget) among checkpoints along training; the learning curves are reported;
+- several seeds; mean ± std over seeds; per-image scores kept.
+
+The real-only arm and its 4× row come from one run: the training loop has no learning-rate decay at the end, so
+its checkpoints up to S steps are exactly those of a run of S steps.
+
+Scores: SEG (Cell Tracking Challenge: mean Jaccard index over reference cells, pooled over the test images) and
+AP at IoU 0.5 (TP / (TP + FP + FN), counts pooled over the test images). SEG suits sparse references; AP needs
+dense ones: with sparse test annotations every detected unannotated cell counts as a false positive, so AP is a
+lower bound there (flagged in the report). The validation score is SEG for sparse data and the mean of SEG and
+AP for dense data (SEG alone would not see spurious objects).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import platform
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from cellcascade.data import AnnotatedImage, read_dataset, require_ndim
+from cellcascade.errors import CellcascadeError
+from cellcascade.evaluation.segmentation_metrics import detection_scores, seg_per_object
+from cellcascade.evaluation.segmenters import (
+    CellposeSegmenter,
+    Checkpoint,
+    Segmenter,
+    apply_normalization,
+    normalize_percentile,
+    relabel,
+)
+from cellcascade.evaluation.splits import Budget, Split, choose_budget, split_train_test
+
+logger = logging.getLogger(__name__)
+
+RESULT_FILES = ("benchmark.md", "benchmark.png", "benchmark.json")
+REAL = "real"
+
+# Defaults of a full run (about 25 minutes on 2 busy CPU cores for the embedded sample) and of the CI smoke run.
+DEFAULTS = dict(steps=150, n_checkpoints=6, long_factor=4, tile=64, batch_size=8, n_synthetic=32, seeds=(0, 1, 2))
+QUICK = dict(steps=4, n_checkpoints=2, long_factor=4, tile=32, batch_size=2, n_synthetic=2, seeds=(0,))
+
+
+@dataclass
+class Arm:
+    """Training data of one arm: normalised images (Y, X) float32, labels, and the chance to draw each image."""
+
+    name: str
+    images: list[np.ndarray]
+    labels: list[np.ndarray]
+    probabilities: list[float]
+    description: str
+
+
+@dataclass
+class _Scored:
+    """Pooled and per-image scores of one prediction set."""
+
+    seg: float
+    ap: float
+    per_image: list[dict]
+
+
+def run_benchmark(
+    data: str | Path | Sequence[AnnotatedImage],
+    out_dir: str | Path,
+    *,
+    budget: int = 15,
+    test: str | int | Sequence[str] = "auto",
+    synthetic: Sequence[str | Path] = (),
+    classic: bool = True,
+    seeds: Sequence[int] | None = None,
+    steps: int | None = None,
+    quick: bool = False,
+    n_checkpoints: int | None = None,
+    long_factor: int | None = None,
+    real_fraction: float = 0.5,
+    n_synthetic: int | None = None,
+    tile: int | None = None,
+    batch_size: int | None = None,
+    diam_mean: float = 17.0,
+    threads: int | None = None,
+    segmenter: Segmenter | None = None,
+    command: str | None = None,
+) -> dict:
+    """Train a segmenter on real, synthetic and real + synthetic data and score it on held-out real images.
+
+    Parameters
+    ----------
+    data : path, "sample" or sequence of AnnotatedImage
+        Real annotated 2D data (anything :func:`cellcascade.data.read_dataset` reads).
+    out_dir : path
+        Receives benchmark.md, benchmark.png and benchmark.json (written to a temporary folder first, then
+        moved in; nothing is written when the input is bad).
+    budget : int
+        Annotated cells the user gives (a square patch of the training part, see
+        :func:`~cellcascade.evaluation.splits.choose_budget`).
+    test : "auto", "right-half", int or list of names
+        Which real images are held out (see :func:`~cellcascade.evaluation.splits.split_train_test`).
+    synthetic : sequence of paths
+        Folders of synthetic image/mask pairs (or CTC layout), each one more pair of arms.
+    classic : bool
+        Add the classic simulator fitted on the budget patch as a synthetic source.
+    seeds : sequence of int
+        Training seeds (default (0, 1, 2); quick: (0,)).
+    steps : int
+        Optimizer steps of every arm (default 150; quick: 4). Checkpoints at `n_checkpoints` even fractions.
+    quick : bool
+        A CI-sized run: tiny tiles, few steps, one seed, two synthetic images. Explicit arguments still win.
+    n_checkpoints : int
+        Checkpoints per `steps` (the learning curve; default 6).
+    long_factor : int
+        The long real-only row trains this many times `steps` (default 4; 1 leaves the row out).
+    real_fraction : float
+        In real + synthetic arms, the chance that a training tile comes from the real patch.
+    n_synthetic : int
+        Synthetic images per source (the classic simulator generates them; folders: a random subset).
+    tile, batch_size : int
+        Training tile side and tiles per step (defaults 64 and 8).
+    diam_mean : float
+        Cell diameter in network pixels (images are resized to it).
+    threads : int, optional
+        ``torch.set_num_threads`` for the run.
+    segmenter : Segmenter, optional
+        Replaces the default :class:`~cellcascade.evaluation.segmenters.CellposeSegmenter`.
+    command : str, optional
+        The command line that started the run, recorded in the report.
+
+    Returns
+    -------
+    dict
+        Everything written to benchmark.json: config, split, budget, synthetic sources, per arm the per-seed
+        learning curves, chosen steps and test scores (per image), and the summary (mean ± std over seeds).
+
+    Examples
+    --------
+    >>> result = run_benchmark("sample", "bench-out", quick=True)  # doctest: +SKIP
+    >>> sorted(result["summary"])  # doctest: +SKIP
+    ['real', 'real (4× steps)', 'classic', 'real + classic']
+    """
+    started = time.time()
+    preset = QUICK if quick else DEFAULTS
+    seeds = tuple(int(s) for s in (preset["seeds"] if seeds is None else seeds))
+    steps = int(preset["steps"] if steps is None else steps)
+    n_checkpoints = int(preset["n_checkpoints"] if n_checkpoints is None else n_checkpoints)
+    long_factor = int(preset["long_factor"] if long_factor is None else long_factor)
+    n_synthetic = int(preset["n_synthetic"] if n_synthetic is None else n_synthetic)
+    tile = int(preset["tile"] if tile is None else tile)
+    batch_size = int(preset["batch_size"] if batch_size is None else batch_size)
+    out_dir = Path(out_dir)
+
+    # ---------------------------------------------------------------- validate everything before any work
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise CellcascadeError(f"seeds must be distinct and at least one, not {list(seeds)}")
+    if steps < 1:
+        raise CellcascadeError(f"steps must be at least 1, not {steps}")
+    if not 1 <= n_checkpoints <= steps:
+        raise CellcascadeError(f"n_checkpoints must be in 1..steps ({steps}), not {n_checkpoints}")
+    if long_factor < 1:
+        raise CellcascadeError(f"long_factor must be at least 1, not {long_factor}")
+    if not 0 < real_fraction < 1:
+        raise CellcascadeError(f"real_fraction must be strictly between 0 and 1, not {real_fraction}")
+    if n_synthetic < 1:
+        raise CellcascadeError(f"n_synthetic must be at least 1, not {n_synthetic}")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CellcascadeError(f"{out_dir}: exists and is not a folder")
+    if segmenter is None:
+        segmenter = CellposeSegmenter(diam_mean=diam_mean, tile=tile, batch_size=batch_size)
+    if threads is not None:
+        import torch
+
+        if threads < 1:
+            raise CellcascadeError(f"threads must be at least 1, not {threads}")
+        torch.set_num_threads(int(threads))
+
+    items = read_dataset(data) if isinstance(data, (str, Path)) else list(data)
+    require_ndim(items, 2)
+    split = split_train_test(items, test)
+    chosen = choose_budget(split.train, budget, seed=0)
+    folders = [_read_folder(path, n_synthetic) for path in synthetic]
+    names = [REAL, f"{REAL} ({long_factor}× steps)"] + (["classic"] if classic else [])
+    for folder in folders:
+        folder["name"] = _unique(folder["name"], names)
+        names.append(folder["name"])
+    generator = _fit_classic(chosen) if classic else None
+
+    test_images = [apply_normalization(t.image, normalize_percentile(t.image)) for t in split.test]
+    validation_images = [apply_normalization(v.image, normalize_percentile(v.image)) for v in chosen.validation]
+    curve = sorted({max(1, round(steps * i / n_checkpoints)) for i in range(1, n_checkpoints + 1)})
+    long_curve = curve + [steps * j for j in range(2, long_factor + 1)]
+    config = {
+        "data": str(data) if isinstance(data, (str, Path)) else [i.name for i in items],
+        "budget": budget,
+        "test": test if isinstance(test, (str, int)) else list(test),
+        "synthetic": [str(p) for p in synthetic],
+        "classic": classic,
+        "seeds": list(seeds),
+        "steps": steps,
+        "checkpoints": curve,
+        "long_factor": long_factor,
+        "long_checkpoints": long_curve if long_factor > 1 else [],
+        "real_fraction": real_fraction,
+        "n_synthetic": n_synthetic,
+        "quick": quick,
+        "segmenter": {"name": segmenter.name, **getattr(segmenter, "config", {})},
+        "validation_score": "SEG" if not _all_dense(chosen.validation) else "mean of SEG and AP@0.5",
+        "threads": threads,
+        "command": command,
+        "versions": _versions(),
+    }
+    logger.info("benchmark: %s; budget %s; %d test image(s)", split.rule, chosen.summary(), len(split.test))
+
+    # ---------------------------------------------------------------- train and score every arm and seed
+    arms_out: dict[str, dict] = {}
+    sources_out: list[dict] = []
+    long_name = f"{REAL} ({long_factor}× steps)"
+    with tempfile.TemporaryDirectory(prefix="cellcascade-benchmark-") as work:
+        for seed in seeds:
+            synthetic_sets = []
+            if generator is not None:
+                synthetic_sets.append(_classic_set(generator, chosen, n_synthetic, segmenter, seed))
+            synthetic_sets += [dict(f) for f in folders]
+            if seed == seeds[0]:
+                sources_out = [{k: v for k, v in s.items() if k not in ("images", "labels")} for s in synthetic_sets]
+            for arm in _arms(chosen, synthetic_sets, real_fraction):
+                is_real = arm.name == REAL
+                run_steps = steps * long_factor if is_real else steps
+                run_curve = long_curve if is_real else curve
+                tic = time.time()
+                checkpoints = segmenter.train(
+                    arm.images,
+                    arm.labels,
+                    steps=run_steps,
+                    seed=seed,
+                    work_dir=Path(work) / f"{len(arms_out)}-{seed}-{arm.name.replace(' ', '_').replace('+', 'and')}",
+                    checkpoints=run_curve,
+                    probabilities=arm.probabilities,
+                )
+                train_s = time.time() - tic
+                learning = [
+                    {"step": c.step, **_validation_scores(segmenter, c, validation_images, chosen)} for c in checkpoints
+                ]
+                rows = [(arm.name, [p for p in learning if p["step"] <= steps])]
+                if is_real and long_factor > 1:
+                    rows.append((long_name, learning))
+                tested: dict[int, _Scored] = {}
+                for row_name, points in rows:
+                    best = max(points, key=lambda p: (p["score"], -p["step"]))  # earliest of equal scores
+                    if best["step"] not in tested:
+                        checkpoint = next(c for c in checkpoints if c.step == best["step"])
+                        tested[best["step"]] = _test_scores(segmenter, checkpoint, test_images, split.test, chosen.diameter)
+                    scored = tested[best["step"]]
+                    entry = arms_out.setdefault(
+                        row_name,
+                        {
+                            "description": arm.description if row_name == arm.name else f"{arm.description}, {long_factor}× the steps",
+                            "n_images": len(arm.images),
+                            "step_budget": max(p["step"] for p in points),
+                            "runs": [],
+                        },
+                    )
+                    entry["runs"].append(
+                        {
+                            "seed": seed,
+                            "learning_curve": points,
+                            "chosen_step": best["step"],
+                            "test_seg": scored.seg,
+                            "test_ap50": scored.ap,
+                            "test_per_image": scored.per_image,
+                            "train_seconds": train_s,
+                        }
+                    )
+                logger.info(
+                    "arm %r seed %d: %d steps trained in %.0f s; chosen steps %s; test SEG %s",
+                    arm.name, seed, run_steps, train_s, list(tested), [round(t.seg, 3) for t in tested.values()],
+                )
+                for checkpoint in checkpoints:
+                    checkpoint.path.unlink(missing_ok=True)
+
+    summary = {name: _summarize(entry["runs"]) for name, entry in arms_out.items()}
+    result = {
+        "config": config,
+        "split": {
+            "rule": split.rule,
+            "train": [{"name": i.name, "shape": list(i.labels.shape), "dense": i.dense} for i in split.train],
+            "test": [
+                {"name": i.name, "shape": list(i.labels.shape), "dense": i.dense, "cells": int(i.labels.max())}
+                for i in split.test
+            ],
+        },
+        "budget": chosen.summary(),
+        "synthetic_sources": sources_out,
+        "ap_reference_dense": _all_dense(split.test),
+        "arms": arms_out,
+        "summary": summary,
+        "wall_seconds": time.time() - started,
+        "host": {"cpus": os.cpu_count(), "machine": platform.machine()},
+    }
+    result = _clean(result)
+    _write_atomically(out_dir, result)
+    return result
+
+
+# -------------------------------------------------------------------- data of the arms
+
+
+def _unique(name: str, taken: list[str]) -> str:
+    candidate, i = name, 2
+    while candidate in taken or candidate == REAL:
+        candidate, i = f"{name}-{i}", i + 1
+    return candidate
+
+
+def _read_folder(path: str | Path, limit: int) -> dict:
+    """A folder of synthetic pairs as a synthetic source (at most `limit` images, a fixed random subset)."""
+    items = read_dataset(Path(path), dense=True)
+    require_ndim(items, 2)
+    if len(items) > limit:
+        keep = np.sort(np.random.default_rng(0).choice(len(items), size=limit, replace=False))
+        items = [items[i] for i in keep]
+    images = [apply_normalization(i.image, normalize_percentile(i.image)) for i in items]
+    return {
+        "name": Path(path).name or str(path),
+        "kind": "folder",
+        "path": str(path),
+        "n_images": len(items),
+        "mean_cells": float(np.mean([i.labels.max() for i in items])),
+        "images": images,
+        "labels": [relabel(i.labels) for i in items],
+    }
+
+
+def _fit_classic(budget: Budget):
+    from cellcascade.classic import ClassicGenerator
+
+    return ClassicGenerator.fit([budget.annotated])
+
+
+def _classic_set(generator, budget: Budget, n_images: int, segmenter: Segmenter, seed: int) -> dict:
+    """`n_images` classic synthetic images, big enough for one training tile after resizing to the net's diameter."""
+    tile = getattr(segmenter, "tile", 128)
+    diam_mean = getattr(segmenter, "diam_mean", 17.0)
+    side = max(32, int(math.ceil(1.5 * tile * budget.diameter / diam_mean)))
+    rng = np.random.default_rng([seed, 1])
+    images, labels = [], []
+    attempts = 0
+    while len(images) < n_images:
+        attempts += 1
+        if attempts > 4 * n_images:
+            raise CellcascadeError("the classic generator made images without cells: cannot train on them")
+        image, label = generator.generate((side, side), rng)
+        if label.any():
+            images.append(apply_normalization(image, normalize_percentile(image)))
+            labels.append(relabel(label))
+    return {
+        "name": "classic",
+        "kind": "classic",
+        "n_images": n_images,
+        "shape": [side, side],
+        "mean_cells": float(np.mean([l.max() for l in labels])),
+        "fitted_on": budget.annotated.name,
+        "images": images,
+        "labels": labels,
+    }
+
+
+def _arms(budget: Budget, synthetic_sets: list[dict], real_fraction: float) -> list[Arm]:
+    arms = [
+        Arm(REAL, [budget.image], [budget.labels], [1.0], f"budget patch only ({budget.n_whole} whole + {budget.n_cut} cut cells)")
+    ]
+    for source in synthetic_sets:
+        n = len(source["images"])
+        arms.append(Arm(source["name"], source["images"], source["labels"], [1.0 / n] * n, f"{n} {source['kind']} synthetic images only"))
+        arms.append(
+            Arm(
+                f"{REAL} + {source['name']}",
+                [budget.image] + source["images"],
+                [budget.labels] + source["labels"],
+                [real_fraction] + [(1 - real_fraction) / n] * n,
+                f"budget patch (drawn with p={real_fraction:g}) + {n} {source['kind']} synthetic images",
+            )
+        )
+    return arms
+
+
+# -------------------------------------------------------------------- scores
+
+
+def _all_dense(items: Sequence[AnnotatedImage]) -> bool:
+    return all(i.dense for i in items)
+
+
+def _drop_ignored(prediction: np.ndarray, ignore: np.ndarray) -> np.ndarray:
+    """Predicted objects with more than half their pixels in `ignore` removed (relabelled 1..N)."""
+    counts = np.bincount(prediction.ravel(), minlength=prediction.max() + 1)
+    inside = np.bincount(prediction[ignore].ravel(), minlength=prediction.max() + 1)
+    drop = np.flatnonzero(2 * inside > counts)
+    out = prediction.copy()
+    out[np.isin(out, drop[drop > 0])] = 0
+    return relabel(out)
+
+
+def _pooled(references: list[np.ndarray], predictions: list[np.ndarray], names: list[str]) -> _Scored:
+    per_image, jaccards, tp, fp, fn = [], [], 0, 0, 0
+    for name, reference, prediction in zip(names, references, predictions):
+        reference = relabel(reference)
+        values = list(seg_per_object(reference, prediction).values())
+        counts = detection_scores(reference, prediction, 0.5)
+        jaccards += values
+        tp, fp, fn = tp + counts["tp"], fp + counts["fp"], fn + counts["fn"]
+        per_image.append(
+            {
+                "name": name,
+                "seg": float(np.mean(values)) if values else float("nan"),
+                "ap50": counts["ap"],
+                "tp": counts["tp"],
+                "fp": counts["fp"],
+                "fn": counts["fn"],
+                "reference_cells": int(reference.max()),
+                "predicted_cells": int(prediction.max()),
+            }
+        )
+    seg = float(np.mean(jaccards)) if jaccards else float("nan")
+    ap = tp / (tp + fp + fn) if tp + fp + fn else float("nan")
+    return _Scored(seg, float(ap), per_image)
+
+
+def _validation_scores(segmenter: Segmenter, checkpoint: Checkpoint, images: list[np.ndarray], budget: Budget) -> dict:
+    predictions = segmenter.predict(checkpoint, images, diameter=budget.diameter)
+    references = [v.labels for v in budget.validation]
+    names = [v.name for v in budget.validation]
+    seg = _pooled(references, predictions, names).seg
+    if not _all_dense(budget.validation):
+        return {"seg": seg, "ap50": None, "score": seg}
+    kept = [_drop_ignored(p, ignore) for p, ignore in zip(predictions, budget.validation_ignore)]
+    ap = _pooled(references, kept, names).ap
+    return {"seg": seg, "ap50": ap, "score": (seg + ap) / 2}
+
+
+def _test_scores(segmenter: Segmenter, checkpoint: Checkpoint, images, test: list[AnnotatedImage], diameter: float) -> _Scored:
+    predictions = segmenter.predict(checkpoint, images, diameter=diameter)
+    return _pooled([t.labels for t in test], predictions, [t.name for t in test])
+
+
+def _summarize(runs: list[dict]) -> dict:
+    def mean_std(key):
+        values = np.array([r[key] for r in runs], dtype=float)
+        std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+        return float(np.mean(values)), std
+
+    seg_mean, seg_std = mean_std("test_seg")
+    ap_mean, ap_std = mean_std("test_ap50")
+    return {
+        "seg_mean": seg_mean,
+        "seg_std": seg_std,
+        "ap50_mean": ap_mean,
+        "ap50_std": ap_std,
+        "chosen_steps": [r["chosen_step"] for r in runs],
+        "seeds": [r["seed"] for r in runs],
+    }
+
+
+def _versions() -> dict:
+    import importlib.metadata as md
+
+    out = {}
+    for package in ("cellcascade", "cellpose", "torch", "numpy"):
+        try:
+            out[package] = md.version(package)
+        except md.PackageNotFoundError:
+            out[package] = None
+    return out
+
+
+def _clean(value):
+    """JSON-ready: NaN -> None, numpy scalars -> Python, tuples -> lists."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        return None if math.isnan(value) else value
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+# -------------------------------------------------------------------- report
+
+
+def _fmt(mean, std) -> str:
+    if mean is None:
+        return "n/a"
+    return f"{mean:.3f} ± {std:.3f}"
+
+
+def markdown_report(result: dict) -> str:
+    """The benchmark as markdown: the table of arms, the learning curves, and how it was run."""
+    config, budget, summary = result["config"], result["budget"], result["summary"]
+    lines = ["# Segmentation benchmark", ""]
+    if config.get("command"):
+        lines += ["Command:", "", "```", config["command"], "```", ""]
+    lines += [
+        f"- Data: `{config['data']}`; split: {result['split']['rule']}; "
+        f"{len(result['split']['test'])} test image(s), {sum(t['cells'] for t in result['split']['test'])} annotated test cells.",
+        f"- Annotation budget: {budget['n_whole_cells']} whole (+ {budget['n_cut_cells']} cut) cells in a "
+        f"{budget['box_row_col_side'][2]}-px square of `{budget['source']}` at (row, col) = "
+        f"({budget['box_row_col_side'][0]}, {budget['box_row_col_side'][1]}); cell diameter {budget['diameter_px']:.1f} px; "
+        f"{'dense' if budget['dense'] else 'sparse'} annotation.",
+        f"- Validation (chooses the steps): {budget['validation_cells']} held-back cells of the training part; "
+        f"score = {config['validation_score']}.",
+        f"- Segmenter: {config['segmenter']}.",
+        f"- Every arm: {config['steps']} optimizer steps (checkpoints {config['checkpoints']}); seeds {config['seeds']}; "
+        f"real + synthetic arms draw the real patch with p = {config['real_fraction']}.",
+    ]
+    for source in result["synthetic_sources"]:
+        lines.append(f"- Synthetic source `{source['name']}` ({source['kind']}): {source['n_images']} images per seed, "
+                     f"{source['mean_cells']:.1f} cells per image on average.")
+    for note in budget["notes"]:
+        lines.append(f"- Note: {note}.")
+    if not result["ap_reference_dense"]:
+        lines.append("- The test annotations are sparse: AP counts detected unannotated cells as false positives, "
+                     "so it is a lower bound; SEG is the measure to read.")
+    lines.append(f"- Wall time: {result['wall_seconds'] / 60:.1f} min on {result['host']['cpus']} CPU(s), "
+                 f"torch threads = {config['threads']}.")
+    lines += ["", "| arm | training images | step budget | chosen steps (per seed) | SEG (mean ± std) | AP@0.5 (mean ± std) |",
+              "|---|---|---|---|---|---|"]
+    for name, entry in result["arms"].items():
+        s = summary[name]
+        lines.append(
+            f"| {name} | {entry['n_images']} | {entry['step_budget']} | {', '.join(map(str, s['chosen_steps']))} | "
+            f"{_fmt(s['seg_mean'], s['seg_std'])} | {_fmt(s['ap50_mean'], s['ap50_std'])} |"
+        )
+    lines += ["", "Std over seeds (ddof = 1). Per-image and per-seed scores: benchmark.json.", "",
+              "## Learning curves (validation score, mean over seeds)", ""]
+    steps = sorted({p["step"] for e in result["arms"].values() for r in e["runs"] for p in r["learning_curve"]})
+    lines += ["| arm | " + " | ".join(map(str, steps)) + " |", "|---|" + "---|" * len(steps)]
+    for name, entry in result["arms"].items():
+        cells = []
+        for step in steps:
+            values = [p["score"] for r in entry["runs"] for p in r["learning_curve"] if p["step"] == step]
+            values = [v for v in values if v is not None]
+            cells.append(f"{np.mean(values):.3f}" if values else "")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def draw_figure(result: dict, path: Path) -> None:
+    """Bar chart of test SEG and AP@0.5 per arm (error bars: std over seeds) beside the validation learning curves."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(result["arms"])
+    summary = result["summary"]
+    fig, (bars, curves) = plt.subplots(1, 2, figsize=(12, 4.5))
+    x = np.arange(len(names))
+    for offset, key, label in ((-0.2, "seg", "SEG"), (0.2, "ap50", "AP@0.5")):
+        means = [summary[n][f"{key}_mean"] or 0.0 for n in names]
+        stds = [summary[n][f"{key}_std"] or 0.0 for n in names]
+        bars.bar(x + offset, means, width=0.4, yerr=stds, capsize=3, label=label)
+    bars.set_xticks(x, names, rotation=20, ha="right")
+    bars.set_ylim(0, 1)
+    bars.set_ylabel("test score (held-out real images)")
+    bars.legend()
+    bars.set_title("mean ± std over seeds")
+    for name in names:
+        if "×" in name:
+            continue
+        runs = result["arms"][name]["runs"]
+        steps = [p["step"] for p in runs[0]["learning_curve"]]
+        values = np.array([[p["score"] if p["score"] is not None else np.nan for p in r["learning_curve"]] for r in runs])
+        curves.plot(steps, np.nanmean(values, axis=0), marker="o", label=name)
+    curves.axvline(result["config"]["steps"], color="grey", lw=0.8, ls="--")
+    curves.set_xlabel("optimizer steps")
+    curves.set_ylabel(f"validation score ({result['config']['validation_score']})")
+    curves.set_ylim(0, 1)
+    curves.legend()
+    curves.set_title("learning curves (dashed: step budget)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _write_atomically(out_dir: Path, result: dict) -> None:
+    """Write the three files into a temporary folder beside `out_dir`, then move them in."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    try:
+        (tmp / "benchmark.json").write_text(json.dumps(result, indent=1, allow_nan=False))
+        (tmp / "benchmark.md").write_text(markdown_report(result))
+        draw_figure(result, tmp / "benchmark.png")
+        out_dir.mkdir(exist_ok=True)
+        for name in RESULT_FILES:
+            os.replace(tmp / name, out_dir / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

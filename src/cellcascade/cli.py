@@ -6,8 +6,12 @@ Bad input ends with one line on stderr (``cellcascade: error: …``) and exit st
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
 import sys
 from pathlib import Path
+
+import numpy as np
 
 from cellcascade.errors import CellcascadeError
 
@@ -99,6 +103,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=_positive_int, default=4, help="number of label images (default 4)")
     p.add_argument("--size", type=_positive_int, nargs=2, default=(256, 256), metavar=("H", "W"),
                    help="image size in pixels of the training data (default 256 256)")
+    _add_population_options(p)
+    _add_output(p)
+    _add_common(p)
+
+    p = sub.add_parser("fit", help="train every 2D stage (masks, texture, imaging) into one cascade model folder",
+                       description="Train the mask model, the mask-conditioned texture model and fit the imaging "
+                       "model on DATA, into the cascade folder OUT (cascade.json + one subfolder per stage; JSON and "
+                       "safetensors only). Work goes to OUT.partial/; run the same command again to resume.")
+    p.add_argument("data", help="'sample', a Cell Tracking Challenge folder, or a folder of NAME.tif + NAME_masks.tif")
+    p.add_argument("--out", required=True, type=Path, help="cascade folder to write (must not exist)")
+    p.add_argument("--dense", action="store_true",
+                   help="the annotation marks every cell, so unlabelled pixels are background (default: sparse, "
+                   "unlabelled pixels are unknown; the embedded sample is always dense)")
+    p.add_argument("--preset", choices=["tiny", "cpu", "gpu"], default="cpu",
+                   help="network size of both diffusion models: cpu (default) or gpu; tiny is for tests")
+    p.add_argument("--crop-size", type=_positive_int, default=32, help="mask model crop side (default 32)")
+    p.add_argument("--patch-size", type=_positive_int, default=64, help="texture model patch side (default 64)")
+    p.add_argument("--mask-steps", type=_positive_int, default=4000, help="mask model optimizer steps (default 4000)")
+    p.add_argument("--texture-steps", type=_positive_int, default=3000,
+                   help="texture model optimizer steps (default 3000)")
+    p.add_argument("--batch-size", type=_positive_int, default=32, help="samples per step (default 32)")
+    p.add_argument("--lr", type=float, default=3e-4, help="learning rate (default 3e-4)")
+    p.add_argument("--checkpoint-every", type=_positive_int, default=500, help="steps between checkpoints (default 500)")
+    _add_common(p)
+
+    p = sub.add_parser("generate", help="generate synthetic images with dense instance labels from a cascade",
+                       description="Generate N synthetic (image, labels) pairs from a cascade model folder. Writes "
+                       "the pairs in --format, manifest.json (version, configuration, per-sample seeds, per-cell "
+                       "tables) and preview.png (image | labels overlay). Sample i depends only on --seed and i, "
+                       "also when the run is split over several processes with accelerate launch.")
+    p.add_argument("model", help=f"cascade folder written by fit, or '{DEFAULT_MASK_MODEL}' for the shipped cascade")
+    p.add_argument("--n", type=_positive_int, default=4, help="number of images (default 4)")
+    p.add_argument("--size", type=_positive_int, nargs=2, default=(256, 256), metavar=("H", "W"),
+                   help="image size in pixels of the training data (default 256 256)")
+    p.add_argument("--format", choices=["tiff", "ctc", "ome-zarr"], default="tiff",
+                   help="tiff: NAME.tif + NAME_masks.tif pairs; ctc: Cell Tracking Challenge layout (01/t000.tif, "
+                   "01_GT/SEG/man_seg000.tif); ome-zarr: one .ome.zarr per image with labels/cells (default tiff)")
+    _add_population_options(p)
+    p.add_argument("--texture-steps", type=_positive_int, default=20, help="texture sampler steps (default 20)")
+    _add_output(p)
+    _add_common(p)
+    return parser
+
+
+def _add_population_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cells", type=_count_range, default=(40, 49), metavar="N|MIN-MAX",
                    help="cells per image, a number or a range (default 40-49, as in the paper)")
     p.add_argument("--clustering", type=_probability, default=0.3, metavar="P",
@@ -110,10 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fraction of a cell's pixels allowed to overlap others, in [0, 1) (default 0)")
     p.add_argument("--shapes-per-image", type=_positive_int, default=16,
                    help="masks sampled per image; cells reuse them in random poses (default 16)")
-    _add_sampler(p)
-    _add_output(p)
-    _add_common(p)
-    return parser
+    p.add_argument("--steps", type=_positive_int, default=20, help="mask sampler steps (default 20)")
+    p.add_argument("--sampler", choices=["ddim", "dpm"], default="ddim",
+                   help="few-step sampler of the diffusion models: DDIM or DPM-Solver++ (default ddim)")
 
 
 def _add_model(parser: argparse.ArgumentParser) -> None:
@@ -194,10 +242,7 @@ def _run_populate(args: argparse.Namespace) -> None:
     from cellcascade.io.tiff import write_tiff
     from cellcascade.pipelines.labels import generate_label_images
 
-    if not 0.0 <= args.overlap < 1.0:
-        raise CellcascadeError(f"--overlap must be within [0, 1), not {args.overlap}")
-    if not 0 < args.scale[0] <= args.scale[1]:
-        raise CellcascadeError(f"--scale needs 0 < MIN <= MAX, not {args.scale[0]} {args.scale[1]}")
+    _check_population_options(args)
     with output_folder(args.out, args.overwrite) as tmp:
         pipe = _load_mask_model(args)
         result = generate_label_images(
@@ -215,11 +260,93 @@ def _run_populate(args: argparse.Namespace) -> None:
     print(f"wrote {args.n} label images to {args.out} (preview: {args.out / 'preview.png'})")
 
 
+def _check_population_options(args: argparse.Namespace) -> None:
+    if not 0.0 <= args.overlap < 1.0:
+        raise CellcascadeError(f"--overlap must be within [0, 1), not {args.overlap}")
+    if not 0 < args.scale[0] <= args.scale[1]:
+        raise CellcascadeError(f"--scale needs 0 < MIN <= MAX, not {args.scale[0]} {args.scale[1]}")
+
+
+def _run_fit(args: argparse.Namespace) -> None:
+    from cellcascade.data import read_dataset
+    from cellcascade.pipelines.cascade import fit_cascade
+    from cellcascade.training.loop import TrainConfig
+
+    if not args.lr > 0:
+        raise CellcascadeError(f"--lr must be positive, not {args.lr}")
+    items = read_dataset(args.data, dense=True if args.dense else None)
+
+    def config(steps: int) -> TrainConfig:
+        return TrainConfig(steps=steps, batch_size=args.batch_size, learning_rate=args.lr,
+                           checkpoint_every=args.checkpoint_every, seed=args.seed)
+
+    fit_cascade(items, args.out, mask_config=config(args.mask_steps), texture_config=config(args.texture_steps),
+                crop_size=args.crop_size, patch_size=args.patch_size, preset=args.preset, device=args.device,
+                progress=not args.quiet)
+    print(f"wrote {args.out}")
+
+
+def _run_generate(args: argparse.Namespace) -> None:
+    from accelerate import PartialState
+
+    from cellcascade.io.dataset_writer import DatasetWriter
+    from cellcascade.io.manifest import write_manifest
+    from cellcascade.io.output import output_folder
+    from cellcascade.io.preview import save_label_preview
+    from cellcascade.pipelines.cascade import Cascade
+    from cellcascade.weights import default_cascade
+
+    _check_population_options(args)
+    state = PartialState(cpu=args.device == "cpu")
+    # Under `accelerate launch` every process takes a share of the sample indices; the main process owns OUT.
+    with output_folder(args.out, args.overwrite, shared=state.num_processes > 1, is_main=state.is_main_process,
+                       wait=state.wait_for_everyone) as tmp:
+        cascade = Cascade.load(default_cascade() if args.model == DEFAULT_MASK_MODEL else args.model,
+                               device=str(state.device) if args.device != "cpu" else "cpu")
+        cascade.masks.use_sampler(args.sampler)
+        cascade.texture.use_sampler(args.sampler)
+        writer = DatasetWriter(tmp, args.format, count=args.n)
+        (tmp / ".samples").mkdir(exist_ok=True)
+        with state.split_between_processes(list(range(args.n))) as indices:
+            from tqdm.auto import tqdm
+
+            for i in tqdm(indices, desc="generating", disable=args.quiet or not state.is_main_process):
+                sample = cascade.generate(
+                    i, tuple(args.size), seed=args.seed, cells=args.cells, clustering=args.clustering,
+                    scale_range=tuple(args.scale), overlap_tolerance=args.overlap,
+                    shapes_per_image=args.shapes_per_image, mask_steps=args.steps, texture_steps=args.texture_steps)
+                files = writer.add(i, sample.image, sample.labels)
+                record = {"index": i, **files, "seed": sample.seed, "cells": sample.cells}
+                (tmp / ".samples" / f"{i:06d}.json").write_text(json.dumps(record, default=_plain_json))
+                if i < 4:
+                    np.save(tmp / ".samples" / f"{i:06d}_preview.npy", np.stack([sample.image.astype(np.float32), sample.labels.astype(np.float32)]))
+        state.wait_for_everyone()
+        if state.is_main_process:
+            records = [json.loads(f.read_text()) for f in sorted((tmp / ".samples").glob("*.json"))]
+            previews = [np.load(f) for f in sorted((tmp / ".samples").glob("*_preview.npy"))]
+            save_label_preview(tmp / "preview.png", [p[1].astype(np.uint16) for p in previews],
+                               titles=[f"#{i}" for i in range(len(previews))], images=[p[0] for p in previews], columns=2)
+            write_manifest(tmp / "manifest.json", command="generate", config=_config(args), samples=records)
+            shutil.rmtree(tmp / ".samples")
+    if state.is_main_process:
+        print(f"wrote {args.n} images to {args.out} (preview: {args.out / 'preview.png'})")
+
+
+def _plain_json(value):
+    return value.item() if hasattr(value, "item") else str(value)
+
+
 def _config(args: argparse.Namespace) -> dict:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("quiet",)}
 
 
-COMMANDS = {"train-masks": _run_train_masks, "sample-masks": _run_sample_masks, "populate": _run_populate}
+COMMANDS = {
+    "train-masks": _run_train_masks,
+    "sample-masks": _run_sample_masks,
+    "populate": _run_populate,
+    "fit": _run_fit,
+    "generate": _run_generate,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

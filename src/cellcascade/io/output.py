@@ -10,11 +10,16 @@ from cellcascade.errors import CellcascadeError
 
 
 @contextlib.contextmanager
-def output_folder(out: str | Path, overwrite: bool = False):
+def output_folder(out: str | Path, overwrite: bool = False, *, shared: bool = False, is_main: bool = True,
+                  wait=lambda: None):
     """Yield a temporary folder beside `out`; on success it replaces `out`, on any error it is removed.
 
     Raises CellcascadeError at once if `out` exists (and is not empty) and `overwrite` is False, or if its parent
     folder does not exist.
+
+    With ``shared=True`` (several processes writing one output, e.g. under ``accelerate launch``) every process
+    gets the same temporary folder; only the main process (`is_main`) creates, renames or removes it, and `wait`
+    (a barrier) keeps the others in step.
     """
     out = Path(out)
     if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
@@ -25,13 +30,20 @@ def output_folder(out: str | Path, overwrite: bool = False):
     if not parent.is_dir():
         raise CellcascadeError(f"{parent}: folder does not exist")
     tmp = parent / f".{out.name}.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    if is_main:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    if shared:
+        wait()
     try:
         yield tmp
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if is_main:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    if shared:
+        wait()
+    if is_main:
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)

@@ -1,0 +1,228 @@
+"""The 2D cascade: mask model (1) + population synthesis (4) + texture model (5) + imaging model (6).
+
+This module only composes the stage pipelines. A cascade is a folder::
+
+    MODEL/
+      cascade.json        index: format version, stage folders, what it was trained on
+      masks/              MaskDiffusionPipeline (model_index.json, unet/*.safetensors, scheduler/)
+      texture/            TexturePipeline (same layout)
+      imaging/config.json ImagingModel parameters
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cellcascade.data import AnnotatedImage, require_ndim
+from cellcascade.errors import CellcascadeError
+from cellcascade.imaging import ImagingModel
+from cellcascade.imaging.noise import add_noise, fit_noise
+from cellcascade.io.manifest import package_version
+from cellcascade.pipelines.labels import generate_label_images
+from cellcascade.pipelines.mask import MaskDiffusionPipeline, load_mask_pipeline
+from cellcascade.pipelines.texture import TexturePipeline, load_texture_pipeline
+from cellcascade.training.loop import TrainConfig
+from cellcascade.training.mask import train_mask_model
+from cellcascade.training.texture import train_texture_model
+
+INDEX = "cascade.json"
+FORMAT = "cellcascade-cascade-2d"
+
+
+@dataclass
+class GeneratedSample:
+    """One synthetic image.
+
+    Attributes
+    ----------
+    image : ndarray (Y, X), the real data's dtype
+    labels : ndarray uint16 (Y, X), 0 = background, ids 1..n
+    cells : list of dict, the per-cell table (id, centroid, source, rotation, flipped, scale, clustered)
+    seed : int, the sample's own seed
+    """
+
+    image: np.ndarray
+    labels: np.ndarray
+    cells: list
+    seed: int
+
+
+def finish_image(image: np.ndarray, imaging: ImagingModel, rng: np.random.Generator) -> np.ndarray:
+    """Stage 6 on a texture-model output: add the noise it lacks, then round and clip to the real dtype.
+
+    The texture model already draws background and (some) noise; the variance still missing relative to the fitted
+    Poisson-Gaussian model is ``max(0, target(mean) - present(mean))``, with ``present`` measured on the image
+    itself by the same estimator that fitted the model.
+
+    Parameters
+    ----------
+    image : ndarray float32 (Y, X), data units
+    imaging : ImagingModel
+    rng : numpy Generator
+
+    Returns
+    -------
+    ndarray (Y, X) of ``imaging.dtype``
+    """
+    image = np.asarray(image, np.float32)
+    try:
+        present_gain, present_offset = fit_noise([image])
+    except (CellcascadeError, ValueError):  # too few flat pixels to measure: assume the image holds no noise
+        present_gain, present_offset = 0.0, 0.0
+    gain = max(imaging.noise_gain - present_gain, 0.0)
+    offset = max(imaging.noise_offset - present_offset, 0.0)
+    noisy = add_noise(np.maximum(image, 0), gain, offset, rng) if gain > 0 or offset > 0 else image
+    if imaging.quantization_step > 0:
+        noisy = imaging.quantization_step * np.rint(noisy / imaging.quantization_step)
+    low, high = imaging.output_range()
+    if low is not None:
+        noisy = np.clip(noisy, low, high)
+    dtype = np.dtype(imaging.dtype)
+    return (np.rint(noisy) if dtype.kind in "ui" else noisy).astype(dtype)
+
+
+class Cascade:
+    """A fitted 2D cascade; ``generate`` makes (image, labels) pairs.
+
+    Examples
+    --------
+    >>> cascade = Cascade.load("my-model")  # doctest: +SKIP
+    >>> sample = cascade.generate(0, (256, 256), seed=1)  # doctest: +SKIP
+    >>> sample.image.shape, sample.labels.dtype  # doctest: +SKIP
+    ((256, 256), dtype('uint16'))
+    """
+
+    def __init__(self, masks: MaskDiffusionPipeline, texture: TexturePipeline, imaging: ImagingModel, info: dict):
+        self.masks = masks
+        self.texture = texture
+        self.imaging = imaging
+        self.info = info
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "cpu") -> "Cascade":
+        """Load a cascade folder (index checked; stage folders checked by their own loaders)."""
+        path = Path(path)
+        if not path.is_dir():
+            raise CellcascadeError(f"{path}: model folder not found")
+        index_file = path / INDEX
+        if not index_file.is_file():
+            raise CellcascadeError(f"{path}: not a cellcascade cascade folder ({INDEX} missing)")
+        try:
+            info = json.loads(index_file.read_text())
+        except json.JSONDecodeError as exc:
+            raise CellcascadeError(f"{index_file}: invalid JSON ({exc})") from None
+        if info.get("format") != FORMAT:
+            raise CellcascadeError(f"{index_file}: format {info.get('format')!r} is not {FORMAT!r}")
+        imaging_file = path / "imaging" / "config.json"
+        if not imaging_file.is_file():
+            raise CellcascadeError(f"{imaging_file}: missing")
+        imaging = ImagingModel.from_dict(json.loads(imaging_file.read_text()))
+        return cls(load_mask_pipeline(path / "masks", device), load_texture_pipeline(path / "texture", device), imaging, info)
+
+    def generate(
+        self,
+        index: int,
+        size: tuple[int, int],
+        *,
+        seed: int = 0,
+        cells: int | tuple[int, int] = (40, 49),
+        clustering: float = 0.3,
+        scale_range: tuple[float, float] = (0.9, 1.1),
+        overlap_tolerance: float = 0.0,
+        shapes_per_image: int = 16,
+        mask_steps: int = 20,
+        texture_steps: int = 20,
+    ) -> GeneratedSample:
+        """Sample `index` of a run with `seed`: labels from stages 1+4, intensities from stages 5+6.
+
+        Sample `index` depends only on (`seed`, `index`) and the options, never on how many samples a run makes or
+        which worker makes it.
+        """
+        labels = generate_label_images(
+            self.masks, 1, size, cells=cells, clustering=clustering, scale_range=scale_range,
+            overlap_tolerance=overlap_tolerance, shapes_per_image=shapes_per_image,
+            num_inference_steps=mask_steps, seed=seed, first_index=index, progress=False,
+        )
+        sample_seed = labels.seeds[0]
+        generator = torch.Generator().manual_seed(sample_seed + 1)
+        texture = self.texture(labels.labels[0], texture_steps, generator=generator).image
+        image = finish_image(texture, self.imaging, np.random.default_rng(sample_seed + 2))
+        return GeneratedSample(image=image, labels=labels.labels[0], cells=labels.cells[0], seed=sample_seed)
+
+
+def fit_cascade(
+    items: list[AnnotatedImage],
+    out: str | Path,
+    *,
+    mask_config: TrainConfig | None = None,
+    texture_config: TrainConfig | None = None,
+    crop_size: int = 32,
+    patch_size: int = 64,
+    preset: str = "cpu",
+    device: str = "auto",
+    progress: bool = True,
+    stop_after: dict | None = None,
+) -> Path:
+    """Train every 2D stage on `items` into the cascade folder `out`.
+
+    Work goes to ``<out>.partial/``; each stage is skipped if already complete there and resumes from its checkpoint
+    otherwise, so running the same call again after an interruption loses nothing. `out` appears only when complete.
+
+    Parameters
+    ----------
+    items : list of AnnotatedImage (2D, sparse or dense)
+    out : path, must not exist
+    mask_config, texture_config : TrainConfig
+    crop_size : int, side of the mask model's crops
+    patch_size : int, side of the texture model's training patches
+    preset : {"tiny", "cpu", "gpu"}
+    device : {"auto", "cpu", "cuda"}
+    stop_after : dict, optional
+        ``{"masks": step}`` or ``{"texture": step}``: stop that stage after this step (tests of resume).
+
+    Returns
+    -------
+    Path of the cascade folder (or of the partial folder if stopped).
+    """
+    require_ndim(items, 2)
+    out = Path(out)
+    if out.exists():
+        raise CellcascadeError(f"{out}: already exists; choose another output folder or remove it")
+    if not out.absolute().parent.is_dir():
+        raise CellcascadeError(f"{out.absolute().parent}: folder does not exist")
+    stop_after = stop_after or {}
+    work = out.with_name(out.name + ".partial")
+    work.mkdir(exist_ok=True)
+    if not (work / "masks").exists():
+        if train_mask_model(items, work / "masks", crop_size=crop_size, preset=preset, config=mask_config,
+                            device=device, progress=progress, stop_after=stop_after.get("masks")) is None:
+            return work
+    if not (work / "texture").exists():
+        if train_texture_model(items, work / "texture", patch_size=patch_size, preset=preset, config=texture_config,
+                               device=device, progress=progress, stop_after=stop_after.get("texture")) is None:
+            return work
+    imaging = ImagingModel.fit(items)
+    (work / "imaging").mkdir(exist_ok=True)
+    (work / "imaging" / "config.json").write_text(json.dumps(imaging.to_dict(), indent=1))
+    info = {
+        "format": FORMAT,
+        "cellcascade_version": package_version(),
+        "stages": {"masks": "masks", "texture": "texture", "imaging": "imaging"},
+        "trained_on": sorted({item.name for item in items}),
+        "dense": all(item.dense for item in items),
+        "dtype": imaging.dtype,
+    }
+    (work / INDEX).write_text(json.dumps(info, indent=1))
+    work.rename(out)
+    return out
+
+
+def remove_partial(out: str | Path) -> None:
+    """Delete the work folder of an interrupted `fit_cascade` (to start over)."""
+    shutil.rmtree(Path(out).with_name(Path(out).name + ".partial"), ignore_errors=True)

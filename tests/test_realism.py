@@ -181,11 +181,14 @@ def test_classic_baseline_is_closer_to_real_than_wrong_sets(feature_sets):
 def test_realism_scores_end_to_end_is_deterministic(feature_sets):
     sets, features = feature_sets
     # features of the same images are the same, batch by batch
-    again = inception_features(normalize_intensities(sets["real_a"][:3]), batch_size=2)
-    own = inception_features(normalize_intensities(sets["real_a"][:3]), batch_size=3)
-    np.testing.assert_allclose(again, own, rtol=1e-5, atol=1e-5)
-    first = realism_scores(sets["real_a"][:3], sets["noise"][:3], subsets=10)
-    second = realism_scores(sets["real_a"][:3], sets["noise"][:3], subsets=10)
+    np.testing.assert_allclose(
+        inception_features(normalize_intensities(sets["real_a"][:2]), batch_size=1),
+        inception_features(normalize_intensities(sets["real_a"][:2]), batch_size=2),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+    first = realism_scores(sets["real_a"][:2], sets["noise"][:2], subsets=10)
+    second = realism_scores(sets["real_a"][:2], sets["noise"][:2], subsets=10)
     assert first == second
-    assert (first.n_real, first.n_synthetic, first.subset_size) == (3, 3, 3)
+    assert (first.n_real, first.n_synthetic, first.subset_size) == (2, 2, 2)
     assert first.kid_mean > 0 and math.isfinite(first.fid)

@@ -191,17 +191,20 @@ def _window_starts(length: int, side: int, stride: int) -> np.ndarray:
     return starts
 
 
-def choose_patch(labels: np.ndarray, k: int) -> tuple[int, int, int, int, int]:
+def choose_patch(labels: np.ndarray, k: int, margin: int = 0) -> tuple[int, int, int, int, int]:
     """The smallest square window of a label image that holds at least `k` whole objects.
 
-    Among windows of that side, the one whose count is closest to `k`, then with the fewest objects cut by its
-    border, then the first in raster order.
+    An object is whole in a window if its bounding box lies at least `margin` pixels inside the window's border.
+    Among windows of the smallest side, the one whose count is closest to `k`, then with the fewest objects cut
+    by its border, then the first in raster order.
 
     Parameters
     ----------
     labels : ndarray int, shape (Y, X)
     k : int
         Wanted number of whole objects.
+    margin : int
+        Pixels of context wanted between a whole object and the window's border.
 
     Returns
     -------
@@ -213,20 +216,20 @@ def choose_patch(labels: np.ndarray, k: int) -> tuple[int, int, int, int, int]:
     >>> labels = np.zeros((40, 40), int)
     >>> labels[2:6, 2:6], labels[2:6, 10:14], labels[30:34, 30:34] = 1, 2, 3
     >>> choose_patch(labels, 2)
-    (0, 0, 14, 2, 0)
+    (0, 2, 12, 2, 0)
     """
     height, width = labels.shape
     boxes = np.array([r.bbox for r in regionprops(np.asarray(labels))], dtype=np.int64).reshape(-1, 4)
     if not len(boxes):
         raise CellcascadeError("no annotated cell to choose a budget patch from")
     r0, c0, r1, c1 = boxes.T
-    smallest = int(np.maximum(r1 - r0, c1 - c0).min())  # no smaller window holds a whole cell
+    smallest = int(np.maximum(r1 - r0, c1 - c0).min()) + 2 * margin  # no smaller window holds a whole cell
     best = None
     for side in range(smallest, min(height, width) + 1, 2):
         stride = max(1, side // 16)
         ys, xs = _window_starts(height, side, stride), _window_starts(width, side, stride)
-        inside_y = (ys[None, :] <= r0[:, None]) & (r1[:, None] <= ys[None, :] + side)
-        inside_x = (xs[None, :] <= c0[:, None]) & (c1[:, None] <= xs[None, :] + side)
+        inside_y = (ys[None, :] + margin <= r0[:, None]) & (r1[:, None] <= ys[None, :] + side - margin)
+        inside_x = (xs[None, :] + margin <= c0[:, None]) & (c1[:, None] <= xs[None, :] + side - margin)
         touch_y = (r0[:, None] < ys[None, :] + side) & (r1[:, None] > ys[None, :])
         touch_x = (c0[:, None] < xs[None, :] + side) & (c1[:, None] > xs[None, :])
         whole = inside_y.T.astype(np.int64) @ inside_x.astype(np.int64)  # (ny, nx)
@@ -299,7 +302,9 @@ def choose_budget(train: Sequence[AnnotatedImage], k: int = 15, seed: int = 0) -
     """Pick the annotation budget (a patch with about `k` whole cells) and the validation data from the training part.
 
     The patch is the smallest square holding `k` whole annotated cells (:func:`choose_patch`) over all training
-    images (the first image wins ties). Cells cut by the patch border keep their part of the annotation. The
+    images (the first image wins ties), each whole cell at least a quarter of the image's cell diameter from the
+    patch border (context for the segmenter; the generator's fits skip cells that touch an image border). Cells
+    cut by the patch border keep their part of the annotation. The
     validation data are the training images with every cell that touches the patch removed.
 
     Parameters
@@ -328,7 +333,8 @@ def choose_budget(train: Sequence[AnnotatedImage], k: int = 15, seed: int = 0) -
         raise CellcascadeError(f"the annotation budget must be at least 1 cell, not {k}")
     choices = []
     for index, item in enumerate(train):
-        row, col, side, n_whole, n_cut = choose_patch(item.labels, k)
+        margin = max(2, int(round(label_diameter(item.labels) / 4)))
+        row, col, side, n_whole, n_cut = choose_patch(item.labels, k, margin)
         choices.append((n_whole < k, side, abs(n_whole - k), index, row, col, n_whole, n_cut))
     short, side, _, index, row, col, n_whole, n_cut = min(choices)
     source = train[index]

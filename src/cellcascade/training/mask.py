@@ -14,9 +14,10 @@ from diffusers import DDIMScheduler, DDPMScheduler
 from cellcascade.data import AnnotatedImage, extract_crops, require_ndim
 from cellcascade.errors import CellcascadeError
 from cellcascade.models.unet import PRESETS, build_unet
-from cellcascade.pipelines.mask import MaskDiffusionPipeline
+from cellcascade.pipelines.mask import MaskDiffusionPipeline, calibrate_threshold
 from cellcascade.training.loop import TrainConfig, train_denoiser
 
+CALIBRATION_SAMPLES = 64
 NOISE_SCHEDULE = {"num_train_timesteps": 1000, "beta_schedule": "squaredcos_cap_v2", "prediction_type": "epsilon"}
 
 
@@ -37,6 +38,7 @@ def train_mask_model(
     preset: str = "cpu",
     config: TrainConfig | None = None,
     device: str = "auto",
+    smoothing: float = 1.5,
     progress: bool = True,
     stop_after: int | None = None,
 ) -> MaskDiffusionPipeline | None:
@@ -56,6 +58,9 @@ def train_mask_model(
         UNet size.
     config : TrainConfig
     device : {"auto", "cpu", "cuda"}
+    smoothing : float
+        Gaussian sigma (crop pixels) applied to generated outputs before thresholding; see
+        :func:`cellcascade.pipelines.mask.smooth_output`.
     stop_after : int, optional
         Stop after this step, leaving the checkpoint (for tests of resume). Returns None then.
 
@@ -83,11 +88,16 @@ def train_mask_model(
     if stop_after is not None and stop_after < config.steps:
         return None
     min_area = max(4, int(0.25 * masks.sum(axis=(1, 2)).min()))
-    pipe = MaskDiffusionPipeline(unet, DDIMScheduler(**NOISE_SCHEDULE), pixel_scale=pixel_scale, min_area=min_area)
+    pipe = MaskDiffusionPipeline(unet, DDIMScheduler(**NOISE_SCHEDULE), pixel_scale=pixel_scale, min_area=min_area,
+                                 smoothing=smoothing)
+    # Calibrate the output threshold on generated samples so their mean area matches the training cells'.
+    raw = pipe.denoise(CALIBRATION_SAMPLES, 20, torch.Generator().manual_seed(config.seed))
+    pipe.register_to_config(threshold=calibrate_threshold(raw, smoothing, float(masks.sum(axis=(1, 2)).mean())))
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     pipe.save_pretrained(tmp, safe_serialization=True)
     training = {"train_config": asdict(config), "crop_size": crop_size, "preset": preset, "cells": int(len(masks)),
+                "smoothing": smoothing, "calibrated_threshold": pipe.config.threshold,
                 "sources": sorted({item.name for item in items})}
     (tmp / "training.json").write_text(json.dumps(training, indent=1))
     tmp.rename(out_dir)

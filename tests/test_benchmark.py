@@ -1,0 +1,270 @@
+"""Segmentation benchmark: splits, annotation budget, the Cellpose segmenter, and the benchmark's outputs."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from scipy import ndimage as ndi
+
+from cellcascade.data import AnnotatedImage, load_sample
+from cellcascade.errors import CellcascadeError
+from cellcascade.evaluation.benchmark import RESULT_FILES, run_benchmark
+from cellcascade.evaluation.segmenters import (
+    Checkpoint,
+    CellposeSegmenter,
+    apply_normalization,
+    label_diameter,
+    normalize_percentile,
+    relabel,
+)
+from cellcascade.evaluation.splits import choose_budget, choose_patch, fill_unannotated, split_train_test
+
+
+def discs(shape, centres, radius, start=1):
+    """Label image with one disc per centre (ids start, start+1, …)."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    labels = np.zeros(shape, np.int32)
+    for i, (r, c) in enumerate(centres):
+        labels[(yy - r) ** 2 + (xx - c) ** 2 <= radius**2] = start + i
+    return labels
+
+
+def grid_item(shape=(96, 192), spacing=16, radius=5, dense=True, name="grid"):
+    """A dense grid of bright discs on a dim background; pixel values encode the column (for leak checks)."""
+    centres = [(r, c) for r in range(spacing // 2, shape[0], spacing) for c in range(spacing // 2, shape[1], spacing)]
+    labels = discs(shape, centres, radius)
+    image = (10 + 100 * (labels > 0)).astype(np.float32)
+    return AnnotatedImage(image, labels, name=name, dense=dense)
+
+
+# ------------------------------------------------------------------ splits
+
+
+def test_right_half_split_keeps_test_pixels_out_of_training():
+    shape = (64, 128)
+    labels = discs(shape, [(20, 20), (40, 60), (30, 100), (50, 110)], 6)
+    columns = np.broadcast_to(np.arange(shape[1], dtype=np.float32), shape).copy()  # value = column index
+    split = split_train_test([AnnotatedImage(columns, labels, "img", dense=True)], "auto")
+    assert split.train[0].image.max() < 64 <= split.test[0].image.min()
+    assert split.train[0].labels.shape == split.test[0].labels.shape == (64, 64)
+    # the disc at column 60 (radius 6) is cut by the split line: each part keeps its own pixels, relabelled 1..N
+    assert split.train[0].labels.max() == 2 and split.test[0].labels.max() == 3
+
+
+def test_frame_split_by_count_names_and_auto():
+    items = [grid_item(name=f"t{i}") for i in range(6)]
+    assert [i.name for i in split_train_test(items, "auto").train] == ["t0", "t1"]
+    assert [i.name for i in split_train_test(items, 2).test] == ["t4", "t5"]
+    split = split_train_test(items, ["t1", "t3"])
+    assert [i.name for i in split.test] == ["t1", "t3"] and len(split.train) == 4
+    with pytest.raises(CellcascadeError, match="not among"):
+        split_train_test(items, ["t9"])
+    with pytest.raises(CellcascadeError, match="at least one"):
+        split_train_test(items, 6)
+    with pytest.raises(CellcascadeError, match="test must be"):
+        split_train_test(items, "left")
+
+
+# ------------------------------------------------------------------ budget
+
+
+def test_choose_patch_finds_the_smallest_square_with_k_whole_cells():
+    labels = np.zeros((40, 40), int)
+    labels[2:6, 2:6], labels[2:6, 10:14], labels[30:34, 30:34] = 1, 2, 3
+    row, col, side, whole, cut = choose_patch(labels, 2)
+    assert side == 12 and whole == 2 and cut == 0
+    window = labels[row : row + side, col : col + side]
+    assert set(np.unique(window)) == {0, 1, 2}
+    row, col, side, whole, cut = choose_patch(labels, 2, margin=2)  # 2 px of context around whole cells
+    assert (row, col, side, whole) == (0, 0, 16, 2)
+
+
+def test_budget_on_the_sample_holds_about_k_cells_and_validation_is_held_back():
+    split = split_train_test(load_sample())
+    budget = choose_budget(split.train, k=15)
+    assert 15 <= budget.n_whole <= 17
+    assert budget.image.shape == budget.labels.shape == (budget.box[2],) * 2
+    assert budget.image.dtype == np.float32 and not budget.filled.any()  # dense: nothing filled
+    row, col, side = budget.box
+    (validation,) = budget.validation
+    # no validation cell touches the patch, and the ignore mask covers the patch
+    assert not validation.labels[row : row + side, col : col + side].any()
+    assert budget.validation_ignore[0][row : row + side, col : col + side].all()
+    n_train = split.train[0].labels.max()
+    assert validation.labels.max() == n_train - budget.n_whole - budget.n_cut
+    assert 15 < budget.diameter < 30
+
+
+def test_budget_too_large_for_validation_is_refused():
+    item = AnnotatedImage(np.ones((40, 40), np.float32), discs((40, 40), [(10, 10), (30, 30)], 4), "two", dense=True)
+    with pytest.raises(CellcascadeError, match="validation"):
+        choose_budget([item], k=2)
+    with pytest.raises(CellcascadeError, match="at least 1"):
+        choose_budget([item], k=0)
+
+
+def test_fill_replaces_unannotated_cells_only():
+    shape = (80, 80)
+    both = discs(shape, [(20, 20), (55, 55)], 8)
+    rng = np.random.default_rng(0)
+    image = (0.05 * rng.standard_normal(shape) + (both > 0)).astype(np.float32)
+    annotated = np.where(both == 1, 1, 0)  # the second disc is an unannotated cell
+    filled_image, filled = fill_unannotated(image, annotated, diameter=16, rng=rng)
+    assert filled[both == 2].all() and not filled[annotated > 0].any()
+    assert filled_image[both == 2].mean() < 0.2  # now looks like background
+    np.testing.assert_array_equal(filled_image[annotated > 0], image[annotated > 0])
+
+
+def test_sparse_budget_fills_unannotated_cells_in_the_patch():
+    item = grid_item(dense=False)
+    labels = item.labels.copy()
+    per_row = 192 // 16
+    row, col = np.divmod(labels - 1, per_row)
+    labels[(labels > 0) & ((row + col) % 2 == 1)] = 0  # checkerboard: half the cells are not annotated
+    sparse = AnnotatedImage(item.image, labels, "sparse", dense=False)
+    budget = choose_budget([sparse], k=4)
+    assert budget.filled.any() and budget.notes
+    row, col, side = budget.box
+    unannotated = (item.labels[row : row + side, col : col + side] > 0) & (budget.labels == 0)
+    # only whole unannotated cells are certain to be detected; most of their pixels are filled
+    assert budget.filled[unannotated].mean() > 0.8
+    assert budget.image[unannotated].mean() < 0.3
+
+
+# ------------------------------------------------------------------ segmenter
+
+
+def test_normalisation_and_helpers():
+    lo_hi = normalize_percentile(np.arange(101.0))
+    assert lo_hi == (1.0, 99.0)
+    assert apply_normalization(np.array([1.0, 99.0]), lo_hi).tolist() == [0.0, 1.0]
+    assert normalize_percentile(np.zeros(10))[1] > normalize_percentile(np.zeros(10))[0]
+    assert relabel(np.array([[0, 7], [183, 7]])).tolist() == [[0, 1], [2, 1]]
+    assert label_diameter(discs((50, 50), [(25, 25)], 10)) == pytest.approx(20, abs=1)
+
+
+def test_cellpose_segmenter_trains_deterministically_and_predicts_labels(tmp_path):
+    item = grid_item(shape=(64, 64))
+    image = apply_normalization(item.image, normalize_percentile(item.image))
+    segmenter = CellposeSegmenter(tile=32, batch_size=2, diam_mean=17.0)
+    first = segmenter.train([image], [item.labels], steps=3, seed=0, work_dir=tmp_path / "a", checkpoints=[1])
+    again = segmenter.train([image], [item.labels], steps=3, seed=0, work_dir=tmp_path / "b", checkpoints=[1])
+    other = segmenter.train([image], [item.labels], steps=3, seed=1, work_dir=tmp_path / "c", checkpoints=[])
+    assert [c.step for c in first] == [1, 3] and all(c.path.exists() for c in first)
+    assert first[-1].path.read_bytes() == again[-1].path.read_bytes()
+    assert first[-1].path.read_bytes() != other[-1].path.read_bytes()
+    (masks,) = segmenter.predict(first[-1], [image], diameter=label_diameter(item.labels))
+    assert masks.shape == image.shape and masks.dtype == np.int32
+    assert set(np.unique(masks)) == set(range(masks.max() + 1))  # consecutive ids
+
+
+def test_cellpose_segmenter_rejects_bad_settings(tmp_path):
+    with pytest.raises(CellcascadeError, match="multiple of 16"):
+        CellposeSegmenter(tile=40)
+    segmenter = CellposeSegmenter(tile=32, batch_size=1)
+    item = grid_item(shape=(32, 32))
+    with pytest.raises(CellcascadeError, match="checkpoints"):
+        segmenter.train([item.image], [item.labels], steps=2, seed=0, work_dir=tmp_path, checkpoints=[5])
+    with pytest.raises(CellcascadeError, match="as many"):
+        segmenter.train([item.image], [], steps=2, seed=0, work_dir=tmp_path, checkpoints=[])
+
+
+# ------------------------------------------------------------------ benchmark orchestration (fake segmenter)
+
+
+class ThresholdSegmenter:
+    """Stands in for Cellpose: records every training call and segments by thresholding."""
+
+    name = "threshold"
+
+    def __init__(self):
+        self.calls = []
+
+    def train(self, images, labels, *, steps, seed, work_dir, checkpoints, probabilities=None):
+        self.calls.append({"images": [np.array(i) for i in images], "steps": steps, "seed": seed,
+                           "probabilities": list(probabilities)})
+        work_dir = Path(work_dir)
+        work_dir.mkdir(parents=True, exist_ok=True)
+        out = []
+        for step in sorted(set(checkpoints) | {steps}):
+            path = work_dir / f"{step}.txt"
+            path.write_text(str(step))
+            out.append(Checkpoint(step, path))
+        return out
+
+    def predict(self, checkpoint, images, *, diameter):
+        # later checkpoints segment better: a threshold that falls with the step
+        threshold = 0.5 if checkpoint.step >= 2 else 5.0
+        return [relabel(ndi.label(image > threshold)[0]) for image in images]
+
+
+def write_pairs(folder: Path, n: int) -> None:
+    folder.mkdir()
+    for i in range(n):
+        item = grid_item(shape=(64, 64), name=f"s{i}")
+        tifffile.imwrite(folder / f"s{i}.tif", item.image)
+        tifffile.imwrite(folder / f"s{i}_masks.tif", item.labels.astype(np.uint16))
+
+
+def test_every_arm_gets_the_same_steps_and_only_budget_data(tmp_path):
+    write_pairs(tmp_path / "synth", 3)
+    fake = ThresholdSegmenter()
+    result = run_benchmark(
+        [grid_item(shape=(96, 384))], tmp_path / "out", budget=4, synthetic=[tmp_path / "synth"], classic=True,
+        seeds=(0, 1), steps=4, n_checkpoints=2, long_factor=4, n_synthetic=2, segmenter=fake,
+    )
+    names = list(result["arms"])
+    assert names == ["real", "real (4× steps)", "classic", "real + classic", "synth", "real + synth"]
+    # per seed: one real run of 4×4 steps (it also gives the real row), every other arm exactly 4 steps
+    assert [c["steps"] for c in fake.calls] == [16, 4, 4, 4, 4] * 2
+    assert all(math.isclose(sum(c["probabilities"]), 1) for c in fake.calls)
+    real_call = fake.calls[0]
+    assert len(real_call["images"]) == 1 and real_call["images"][0].shape[1] < 192  # a patch of the left half
+    mixed = fake.calls[2]
+    assert mixed["probabilities"][0] == pytest.approx(0.5) and len(mixed["images"]) == 3
+    # the real row chose among checkpoints ≤ 4 steps, the long row among all
+    for run in result["arms"]["real"]["runs"]:
+        assert max(p["step"] for p in run["learning_curve"]) == 4 and run["chosen_step"] == 2
+    assert max(p["step"] for p in result["arms"]["real (4× steps)"]["runs"][0]["learning_curve"]) == 16
+    assert result["summary"]["real"]["seg_mean"] == pytest.approx(1.0)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(RESULT_FILES)
+
+
+def test_bad_input_writes_nothing(tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(CellcascadeError):
+        run_benchmark("sample", out, budget=0, segmenter=ThresholdSegmenter())
+    with pytest.raises(CellcascadeError, match="no such"):
+        run_benchmark("sample", out, synthetic=[tmp_path / "missing"], segmenter=ThresholdSegmenter())
+    with pytest.raises(CellcascadeError, match="real_fraction"):
+        run_benchmark("sample", out, real_fraction=1.0, segmenter=ThresholdSegmenter())
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def check_outputs(out: Path, result: dict) -> None:
+    assert sorted(p.name for p in out.iterdir()) == sorted(RESULT_FILES)
+    stored = json.loads((out / "benchmark.json").read_text())
+    assert stored["summary"] == result["summary"]
+    for name, summary in stored["summary"].items():
+        for key in ("seg_mean", "ap50_mean", "seg_std", "ap50_std"):
+            assert summary[key] is not None and 0.0 <= summary[key] <= 1.0, (name, key)
+    for entry in stored["arms"].values():
+        for run in entry["runs"]:
+            assert all(0.0 <= p["score"] <= 1.0 for p in run["learning_curve"])
+            assert all(0.0 <= im["seg"] <= 1.0 for im in run["test_per_image"])
+    table = (out / "benchmark.md").read_text()
+    assert "| real |" in table and "SEG" in table
+    assert (out / "benchmark.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_quick_benchmark_end_to_end_with_cellpose(tmp_path):
+    result = run_benchmark("sample", tmp_path / "out", quick=True, threads=1)
+    assert set(result["summary"]) == {"real", "real (4× steps)", "classic", "real + classic"}
+    check_outputs(tmp_path / "out", result)
+    assert result["config"]["steps"] == 4 and result["config"]["seeds"] == [0]

@@ -3,8 +3,9 @@
 For each statistic (area, eccentricity, solidity, perimeter²/area) the distance between the generated and the real
 distributions is the 1D Wasserstein distance divided by the real spread (``cellcascade.evaluation.shape_stats``).
 The trivial baseline draws ellipses whose area and eccentricity match the real mean and variance. Both are
-compared at image scale (the masks are resized by 1 / pixel_scale, as ``populate`` does) and at the model's crop
-scale (the training masks themselves).
+compared at image scale (the model's soft outputs are resized by 1 / pixel_scale and thresholded, exactly as
+``populate`` does) and at the model's crop scale (the training masks themselves). Each side is drawn with several
+seeds (``--repeats``); the table gives mean ± std over them, and the verdict compares the means.
 
 Usage::
 
@@ -58,7 +59,8 @@ def main() -> None:
     parser.add_argument("--model", default="default", help="mask model folder, or 'default' (shipped)")
     parser.add_argument("--n", type=int, default=256, help="generated masks (default 256)")
     parser.add_argument("--steps", type=int, default=20, help="DDIM steps (default 20)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
+    parser.add_argument("--repeats", type=int, default=5, help="seeds per side (default 5)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
 
@@ -68,46 +70,66 @@ def main() -> None:
     real_image = [np.pad(c.mask, 0) for c in extract_crops(load_sample(), size=64, scale=1.0) if c.usable_for_shape]
     real_crop = [c.mask for c in crops]
 
+    real_stats = {"image": shape_statistics(real_image), "crop": shape_statistics(real_crop)}
+    distances = {scale: {"cellcascade": [], "ellipse baseline": []} for scale in real_stats}
+    means = {scale: {"cellcascade": [], "ellipse baseline": []} for scale in real_stats}
     start = time.perf_counter()
-    generated = pipe(args.n, args.steps, generator=torch.Generator().manual_seed(args.seed)).masks
-    seconds = time.perf_counter() - start
-    generated_image = [to_image_scale(m, 1 / pipe.config.pixel_scale) for m in generated]
+    for repeat in range(args.repeats):
+        seed = args.seed + repeat
+        out = pipe(args.n, args.steps, generator=torch.Generator().manual_seed(seed))
+        generated = {"image": [to_image_scale(s, 1 / pipe.config.pixel_scale) for s in out.soft], "crop": list(out.masks)}
+        rng = np.random.default_rng(seed)
+        for scale, stats in real_stats.items():
+            baseline = random_ellipses(stats["area"], stats["eccentricity"], args.n, rng)
+            for name, masks in (("cellcascade", generated[scale]), ("ellipse baseline", baseline)):
+                synthetic = shape_statistics(masks)
+                distances[scale][name].append(shape_distance(stats, synthetic))
+                means[scale][name].append({k: float(np.mean(v)) for k, v in synthetic.items()})
+        if repeat == 0:
+            gallery_masks = out.masks
+            plot_stats = (real_stats["image"], shape_statistics(generated["image"]), shape_statistics(
+                random_ellipses(real_stats["image"]["area"], real_stats["image"]["eccentricity"], args.n, rng)))
+    seconds = (time.perf_counter() - start) / args.repeats
 
-    rng = np.random.default_rng(args.seed)
-    rows = {}
-    for scale_name, real, gen in (("image", real_image, generated_image), ("crop", real_crop, list(generated))):
-        stats = shape_statistics(real)
-        baseline = random_ellipses(stats["area"], stats["eccentricity"], args.n, rng)
-        rows[scale_name] = {
-            "cellcascade": shape_distance(stats, shape_statistics(gen)),
-            "ellipse baseline": shape_distance(stats, shape_statistics(baseline)),
-            "real": {k: float(np.mean(v)) for k, v in stats.items()},
-            "generated_mean": {k: float(np.mean(v)) for k, v in shape_statistics(gen).items()},
-            "baseline_mean": {k: float(np.mean(v)) for k, v in shape_statistics(baseline).items()},
+    def summary(records: list[dict]) -> dict:
+        return {k: (float(np.mean([r[k] for r in records])), float(np.std([r[k] for r in records])))
+                for k in SHAPE_STATISTICS}
+
+    rows = {
+        scale: {
+            "cellcascade": summary(distances[scale]["cellcascade"]),
+            "ellipse baseline": summary(distances[scale]["ellipse baseline"]),
+            "real": {k: float(np.mean(v)) for k, v in real_stats[scale].items()},
+            "generated_mean": summary(means[scale]["cellcascade"]),
+            "baseline_mean": summary(means[scale]["ellipse baseline"]),
         }
-        if scale_name == "image":
-            plot_stats = (stats, shape_statistics(gen), shape_statistics(baseline))
+        for scale in real_stats
+    }
+    generated = gallery_masks
 
     args.out.mkdir(parents=True, exist_ok=True)
     command = "python benchmarks/shape_realism.py " + " ".join(sys.argv[1:])
-    wins = sum(rows["image"]["cellcascade"][k] < rows["image"]["ellipse baseline"][k] for k in SHAPE_STATISTICS)
+    wins = sum(rows["image"]["cellcascade"][k][0] < rows["image"]["ellipse baseline"][k][0] for k in SHAPE_STATISTICS)
     lines = [
         "# Shape realism of the mask model (embedded sample)",
         "",
         f"Command: `{command}`  ",
-        f"Model: `{args.model}`; {args.n} generated masks, DDIM {args.steps} steps, seed {args.seed}, "
-        f"{seconds:.1f} s to sample on {platform.machine()} CPU ({torch.get_num_threads()} threads); "
+        f"Model: `{args.model}`; {args.repeats} × {args.n} generated masks (seeds {args.seed}–"
+        f"{args.seed + args.repeats - 1}), DDIM {args.steps} steps, {seconds:.1f} s per {args.n} masks on "
+        f"{platform.machine()} CPU ({torch.get_num_threads()} threads); "
         f"{len(real_image)} real whole cells of the embedded sample (cells cut by the border left out).",
         "",
-        "Distance = Wasserstein distance to the real distribution / real standard deviation (lower is better).",
+        "Distance = Wasserstein distance to the real distribution / real standard deviation (lower is better); "
+        f"mean ± std over {args.repeats} seeds.",
         "",
     ]
     for scale_name, row in rows.items():
         lines += [f"## At {scale_name} scale", "", "| statistic | real mean | cellcascade mean | ellipse mean | "
                   "cellcascade distance | ellipse-baseline distance |", "|---|---|---|---|---|---|"]
         for k in SHAPE_STATISTICS:
-            lines.append(f"| {k} | {row['real'][k]:.3f} | {row['generated_mean'][k]:.3f} | {row['baseline_mean'][k]:.3f} | "
-                         f"**{row['cellcascade'][k]:.3f}** | {row['ellipse baseline'][k]:.3f} |")
+            c, e = row["cellcascade"][k], row["ellipse baseline"][k]
+            lines.append(f"| {k} | {row['real'][k]:.3f} | {row['generated_mean'][k][0]:.3f} | "
+                         f"{row['baseline_mean'][k][0]:.3f} | {c[0]:.3f} ± {c[1]:.3f} | {e[0]:.3f} ± {e[1]:.3f} |")
         lines.append("")
     lines.append(f"At image scale the learned model is closer than the baseline on {wins} of 4 statistics.")
     (args.out / "shape_realism.md").write_text("\n".join(lines) + "\n")

@@ -35,10 +35,11 @@ def discs(shape, centres, radius, start=1):
 
 
 def grid_item(shape=(96, 192), spacing=16, radius=5, dense=True, name="grid"):
-    """A dense grid of bright discs on a dim background; pixel values encode the column (for leak checks)."""
+    """A dense grid of bright, blurred, noisy discs on a dim background."""
     centres = [(r, c) for r in range(spacing // 2, shape[0], spacing) for c in range(spacing // 2, shape[1], spacing)]
     labels = discs(shape, centres, radius)
-    image = (10 + 100 * (labels > 0)).astype(np.float32)
+    clean = ndi.gaussian_filter(10 + 100 * (labels > 0).astype(np.float32), 1.0)
+    image = np.random.default_rng(0).poisson(clean).astype(np.float32)
     return AnnotatedImage(image, labels, name=name, dense=dense)
 
 
@@ -148,6 +149,7 @@ def test_normalisation_and_helpers():
     assert label_diameter(discs((50, 50), [(25, 25)], 10)) == pytest.approx(20, abs=1)
 
 
+@pytest.mark.slow
 def test_cellpose_segmenter_trains_deterministically_and_predicts_labels(tmp_path):
     item = grid_item(shape=(64, 64))
     image = apply_normalization(item.image, normalize_percentile(item.image))
@@ -215,7 +217,7 @@ def test_every_arm_gets_the_same_steps_and_only_budget_data(tmp_path):
     write_pairs(tmp_path / "synth", 3)
     fake = ThresholdSegmenter()
     result = run_benchmark(
-        [grid_item(shape=(96, 384))], tmp_path / "out", budget=4, synthetic=[tmp_path / "synth"], classic=True,
+        [grid_item(shape=(96, 384))], tmp_path / "out", budget=8, synthetic=[tmp_path / "synth"], classic=True,
         seeds=(0, 1), steps=4, n_checkpoints=2, long_factor=4, n_synthetic=2, segmenter=fake,
     )
     names = list(result["arms"])
@@ -231,7 +233,7 @@ def test_every_arm_gets_the_same_steps_and_only_budget_data(tmp_path):
     for run in result["arms"]["real"]["runs"]:
         assert max(p["step"] for p in run["learning_curve"]) == 4 and run["chosen_step"] == 2
     assert max(p["step"] for p in result["arms"]["real (4× steps)"]["runs"][0]["learning_curve"]) == 16
-    assert result["summary"]["real"]["seg_mean"] == pytest.approx(1.0)
+    assert result["summary"]["real"]["seg_mean"] > 0.8  # thresholding the blurred discs
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(RESULT_FILES)
 
 

@@ -229,6 +229,11 @@ def test_bad_training_options(tmp_path):
         train_texture_model(items, tmp_path / "exists", **TINY)
 
 
+def test_texture_model_predicts_velocity(tiny_texture_model):
+    pipe = load_texture_pipeline(tiny_texture_model)
+    assert pipe.scheduler.config.prediction_type == "v_prediction"
+
+
 def test_resumed_training_equals_uninterrupted(tmp_path):
     items = load_sample()
     config = TrainConfig(steps=4, batch_size=4, checkpoint_every=2)

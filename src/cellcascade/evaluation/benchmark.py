@@ -18,6 +18,11 @@ Fairness rules (see the design notes):
   the budget) among checkpoints along training; the learning curves are reported;
 - several seeds; mean ± std over seeds; per-image scores kept.
 
+Normalisation: every image is scaled by its own 1st and 99th intensity percentiles (Cellpose's normalisation),
+except the budget patch, which is scaled like the training image it was cut from. Cell size: the segmenter
+resizes images so cells measure its `diam_mean`; the diameter it assumes on validation and test images is the
+one measured on the budget's cells (never on test annotations).
+
 The real-only arm and its 4× row come from one run: the training loop has no learning-rate decay at the end, so
 its checkpoints up to S steps are exactly those of a run of S steps.
 
@@ -62,8 +67,9 @@ logger = logging.getLogger(__name__)
 RESULT_FILES = ("benchmark.md", "benchmark.png", "benchmark.json")
 REAL = "real"
 
-# Defaults of a full run (about 25 minutes on 2 busy CPU cores for the embedded sample) and of the CI smoke run.
-DEFAULTS = dict(steps=150, n_checkpoints=6, long_factor=4, tile=64, batch_size=8, n_synthetic=32, seeds=(0, 1, 2))
+# Defaults of a full run (measured on the embedded sample: see benchmarks/results/segmentation_sample.md) and of
+# the CI smoke run.
+DEFAULTS = dict(steps=100, n_checkpoints=5, long_factor=4, tile=64, batch_size=4, n_synthetic=32, seeds=(0, 1, 2))
 QUICK = dict(steps=4, n_checkpoints=2, long_factor=4, tile=32, batch_size=2, n_synthetic=2, seeds=(0,))
 
 
@@ -130,11 +136,11 @@ def run_benchmark(
     seeds : sequence of int
         Training seeds (default (0, 1, 2); quick: (0,)).
     steps : int
-        Optimizer steps of every arm (default 150; quick: 4). Checkpoints at `n_checkpoints` even fractions.
+        Optimizer steps of every arm (default 100; quick: 4). Checkpoints at `n_checkpoints` even fractions.
     quick : bool
         A CI-sized run: tiny tiles, few steps, one seed, two synthetic images. Explicit arguments still win.
     n_checkpoints : int
-        Checkpoints per `steps` (the learning curve; default 6).
+        Checkpoints per `steps` (the learning curve; default 5).
     long_factor : int
         The long real-only row trains this many times `steps` (default 4; 1 leaves the row out).
     real_fraction : float
@@ -142,7 +148,7 @@ def run_benchmark(
     n_synthetic : int
         Synthetic images per source (the classic simulator generates them; folders: a random subset).
     tile, batch_size : int
-        Training tile side and tiles per step (defaults 64 and 8).
+        Training tile side and tiles per step (defaults 64 and 4).
     diam_mean : float
         Cell diameter in network pixels (images are resized to it).
     threads : int, optional
@@ -192,28 +198,36 @@ def run_benchmark(
         raise CellcascadeError(f"{out_dir}: exists and is not a folder")
     if segmenter is None:
         segmenter = CellposeSegmenter(diam_mean=diam_mean, tile=tile, batch_size=batch_size)
-    if threads is not None:
-        import torch
-
-        if threads < 1:
-            raise CellcascadeError(f"threads must be at least 1, not {threads}")
-        torch.set_num_threads(int(threads))
+    if threads is not None and threads < 1:
+        raise CellcascadeError(f"threads must be at least 1, not {threads}")
 
     items = read_dataset(data) if isinstance(data, (str, Path)) else list(data)
     require_ndim(items, 2)
     split = split_train_test(items, test)
     chosen = choose_budget(split.train, budget, seed=0)
     folders = [_read_folder(path, n_synthetic) for path in synthetic]
-    names = [REAL, f"{REAL} ({long_factor}× steps)"] + (["classic"] if classic else [])
+    long_name = f"{REAL} ({long_factor}× steps)"
+    names = [REAL] + ([long_name] if long_factor > 1 else []) + (["classic"] if classic else [])
     for folder in folders:
         folder["name"] = _unique(folder["name"], names)
         names.append(folder["name"])
     generator = _fit_classic(chosen) if classic else None
 
-    test_images = [apply_normalization(t.image, normalize_percentile(t.image)) for t in split.test]
-    validation_images = [apply_normalization(v.image, normalize_percentile(v.image)) for v in chosen.validation]
     curve = sorted({max(1, round(steps * i / n_checkpoints)) for i in range(1, n_checkpoints + 1)})
-    long_curve = curve + [steps * j for j in range(2, long_factor + 1)]
+    plan = _Plan(
+        segmenter=segmenter,
+        split=split,
+        budget=chosen,
+        generator=generator,
+        folders=folders,
+        seeds=seeds,
+        steps=steps,
+        curve=curve,
+        long_curve=curve + [steps * j for j in range(2, long_factor + 1)],
+        long_name=long_name if long_factor > 1 else None,
+        real_fraction=real_fraction,
+        n_synthetic=n_synthetic,
+    )
     config = {
         "data": str(data) if isinstance(data, (str, Path)) else [i.name for i in items],
         "budget": budget,
@@ -224,7 +238,7 @@ def run_benchmark(
         "steps": steps,
         "checkpoints": curve,
         "long_factor": long_factor,
-        "long_checkpoints": long_curve if long_factor > 1 else [],
+        "long_checkpoints": plan.long_curve if long_factor > 1 else [],
         "real_fraction": real_fraction,
         "n_synthetic": n_synthetic,
         "quick": quick,
@@ -236,72 +250,15 @@ def run_benchmark(
     }
     logger.info("benchmark: %s; budget %s; %d test image(s)", split.rule, chosen.summary(), len(split.test))
 
-    # ---------------------------------------------------------------- train and score every arm and seed
-    arms_out: dict[str, dict] = {}
-    sources_out: list[dict] = []
-    long_name = f"{REAL} ({long_factor}× steps)"
-    with tempfile.TemporaryDirectory(prefix="cellcascade-benchmark-") as work:
-        for seed in seeds:
-            synthetic_sets = []
-            if generator is not None:
-                synthetic_sets.append(_classic_set(generator, chosen, n_synthetic, segmenter, seed))
-            synthetic_sets += [dict(f) for f in folders]
-            if seed == seeds[0]:
-                sources_out = [{k: v for k, v in s.items() if k not in ("images", "labels")} for s in synthetic_sets]
-            for arm in _arms(chosen, synthetic_sets, real_fraction):
-                is_real = arm.name == REAL
-                run_steps = steps * long_factor if is_real else steps
-                run_curve = long_curve if is_real else curve
-                tic = time.time()
-                checkpoints = segmenter.train(
-                    arm.images,
-                    arm.labels,
-                    steps=run_steps,
-                    seed=seed,
-                    work_dir=Path(work) / f"{len(arms_out)}-{seed}-{arm.name.replace(' ', '_').replace('+', 'and')}",
-                    checkpoints=run_curve,
-                    probabilities=arm.probabilities,
-                )
-                train_s = time.time() - tic
-                learning = [
-                    {"step": c.step, **_validation_scores(segmenter, c, validation_images, chosen)} for c in checkpoints
-                ]
-                rows = [(arm.name, [p for p in learning if p["step"] <= steps])]
-                if is_real and long_factor > 1:
-                    rows.append((long_name, learning))
-                tested: dict[int, _Scored] = {}
-                for row_name, points in rows:
-                    best = max(points, key=lambda p: (p["score"], -p["step"]))  # earliest of equal scores
-                    if best["step"] not in tested:
-                        checkpoint = next(c for c in checkpoints if c.step == best["step"])
-                        tested[best["step"]] = _test_scores(segmenter, checkpoint, test_images, split.test, chosen.diameter)
-                    scored = tested[best["step"]]
-                    entry = arms_out.setdefault(
-                        row_name,
-                        {
-                            "description": arm.description if row_name == arm.name else f"{arm.description}, {long_factor}× the steps",
-                            "n_images": len(arm.images),
-                            "step_budget": max(p["step"] for p in points),
-                            "runs": [],
-                        },
-                    )
-                    entry["runs"].append(
-                        {
-                            "seed": seed,
-                            "learning_curve": points,
-                            "chosen_step": best["step"],
-                            "test_seg": scored.seg,
-                            "test_ap50": scored.ap,
-                            "test_per_image": scored.per_image,
-                            "train_seconds": train_s,
-                        }
-                    )
-                logger.info(
-                    "arm %r seed %d: %d steps trained in %.0f s; chosen steps %s; test SEG %s",
-                    arm.name, seed, run_steps, train_s, list(tested), [round(t.seg, 3) for t in tested.values()],
-                )
-                for checkpoint in checkpoints:
-                    checkpoint.path.unlink(missing_ok=True)
+    import torch
+
+    previous_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+    try:
+        arms_out, sources_out = _run_arms(plan)
+    finally:
+        torch.set_num_threads(previous_threads)
 
     summary = {name: _summarize(entry["runs"]) for name, entry in arms_out.items()}
     result = {
@@ -325,6 +282,100 @@ def run_benchmark(
     result = _clean(result)
     _write_atomically(out_dir, result)
     return result
+
+
+@dataclass
+class _Plan:
+    """Everything the training loop needs, validated."""
+
+    segmenter: Segmenter
+    split: Split
+    budget: Budget
+    generator: object | None
+    folders: list[dict]
+    seeds: tuple[int, ...]
+    steps: int
+    curve: list[int]
+    long_curve: list[int]
+    long_name: str | None
+    real_fraction: float
+    n_synthetic: int
+
+
+def _run_arms(plan: _Plan) -> tuple[dict[str, dict], list[dict]]:
+    """Train and score every arm for every seed; returns (arms, synthetic source descriptions)."""
+    segmenter, budget, split, steps = plan.segmenter, plan.budget, plan.split, plan.steps
+    test_images = [apply_normalization(t.image, normalize_percentile(t.image)) for t in split.test]
+    validation_images = [apply_normalization(v.image, normalize_percentile(v.image)) for v in budget.validation]
+    arms_out: dict[str, dict] = {}
+    sources_out: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="cellcascade-benchmark-") as work:
+        for seed in plan.seeds:
+            synthetic_sets = []
+            if plan.generator is not None:
+                synthetic_sets.append(_classic_set(plan.generator, budget, plan.n_synthetic, segmenter, seed))
+            synthetic_sets += [dict(f) for f in plan.folders]
+            if seed == plan.seeds[0]:
+                sources_out = [{k: v for k, v in s.items() if k not in ("images", "labels")} for s in synthetic_sets]
+            for index, arm in enumerate(_arms(budget, synthetic_sets, plan.real_fraction)):
+                long_run = arm.name == REAL and plan.long_name is not None
+                run_steps = plan.long_curve[-1] if long_run else steps
+                tic = time.time()
+                checkpoints = segmenter.train(
+                    arm.images,
+                    arm.labels,
+                    steps=run_steps,
+                    seed=seed,
+                    work_dir=Path(work) / f"seed{seed}-arm{index}",
+                    checkpoints=plan.long_curve if long_run else plan.curve,
+                    probabilities=arm.probabilities,
+                )
+                train_s = time.time() - tic
+                tic = time.time()
+                learning = [
+                    {"step": c.step, **_validation_scores(segmenter, c, validation_images, budget)} for c in checkpoints
+                ]
+                rows = [(arm.name, arm.description, [p for p in learning if p["step"] <= steps])]
+                if long_run:
+                    rows.append((plan.long_name, f"{arm.description}, {run_steps // steps}× the steps", learning))
+                tested: dict[int, _Scored] = {}
+                for row_name, description, points in rows:
+                    best = max(points, key=lambda p: (p["score"], -p["step"]))  # earliest of equal scores
+                    if best["step"] not in tested:
+                        checkpoint = next(c for c in checkpoints if c.step == best["step"])
+                        tested[best["step"]] = _test_scores(segmenter, checkpoint, test_images, split.test, budget.diameter)
+                    scored = tested[best["step"]]
+                    entry = arms_out.setdefault(
+                        row_name,
+                        {
+                            "description": description,
+                            "n_images": len(arm.images),
+                            "step_budget": max(p["step"] for p in points),
+                            "runs": [],
+                        },
+                    )
+                    entry["runs"].append(
+                        {
+                            "seed": seed,
+                            "learning_curve": points,
+                            "chosen_step": best["step"],
+                            "test_seg": scored.seg,
+                            "test_ap50": scored.ap,
+                            "test_per_image": scored.per_image,
+                            "train_seconds": train_s,
+                            "seconds_per_step": train_s / run_steps,
+                        }
+                    )
+                eval_s = time.time() - tic
+                for row_name, _, _ in rows:
+                    arms_out[row_name]["runs"][-1]["eval_seconds"] = eval_s
+                logger.info(
+                    "arm %r seed %d: %d steps trained in %.0f s, scored in %.0f s; chosen steps %s; test SEG %s",
+                    arm.name, seed, run_steps, train_s, eval_s, list(tested), [round(t.seg, 3) for t in tested.values()],
+                )
+                for checkpoint in checkpoints:
+                    checkpoint.path.unlink(missing_ok=True)
+    return arms_out, sources_out
 
 
 # -------------------------------------------------------------------- data of the arms
@@ -359,7 +410,13 @@ def _read_folder(path: str | Path, limit: int) -> dict:
 def _fit_classic(budget: Budget):
     from cellcascade.classic import ClassicGenerator
 
-    return ClassicGenerator.fit([budget.annotated])
+    try:
+        return ClassicGenerator.fit([budget.annotated])
+    except (ValueError, ArithmeticError) as exc:  # numerical failures on a small patch: say what to change
+        raise CellcascadeError(
+            f"the classic generator cannot be fitted on the {budget.box[2]}-px budget patch ({exc}): "
+            "give a larger budget or leave the classic arm out"
+        ) from exc
 
 
 def _classic_set(generator, budget: Budget, n_images: int, segmenter: Segmenter, seed: int) -> dict:
@@ -538,7 +595,7 @@ def markdown_report(result: dict) -> str:
         f"{'dense' if budget['dense'] else 'sparse'} annotation.",
         f"- Validation (chooses the steps): {budget['validation_cells']} held-back cells of the training part; "
         f"score = {config['validation_score']}.",
-        f"- Segmenter: {config['segmenter']}.",
+        "- Segmenter: " + ", ".join(f"{k} {v}" for k, v in config["segmenter"].items()) + ".",
         f"- Every arm: {config['steps']} optimizer steps (checkpoints {config['checkpoints']}); seeds {config['seeds']}; "
         f"real + synthetic arms draw the real patch with p = {config['real_fraction']}.",
     ]
@@ -594,9 +651,10 @@ def draw_figure(result: dict, path: Path) -> None:
     bars.set_ylabel("test score (held-out real images)")
     bars.legend()
     bars.set_title("mean ± std over seeds")
+    long_rows = [n for n in names if n.startswith(f"{REAL} (")]
     for name in names:
-        if "×" in name:
-            continue
+        if name == REAL and long_rows:
+            continue  # its curve is the start of the long row's
         runs = result["arms"][name]["runs"]
         steps = [p["step"] for p in runs[0]["learning_curve"]]
         values = np.array([[p["score"] if p["score"] is not None else np.nan for p in r["learning_curve"]] for r in runs])

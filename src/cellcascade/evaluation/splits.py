@@ -191,12 +191,13 @@ def _window_starts(length: int, side: int, stride: int) -> np.ndarray:
     return starts
 
 
-def choose_patch(labels: np.ndarray, k: int, margin: int = 0) -> tuple[int, int, int, int, int]:
-    """The smallest square window of a label image that holds at least `k` whole objects.
+def choose_patch(labels: np.ndarray, k: int, margin: int = 0, slack: float = 0.15) -> tuple[int, int, int, int, int]:
+    """A compact square window of a label image that holds at least `k` whole objects, cutting few others.
 
-    An object is whole in a window if its bounding box lies at least `margin` pixels inside the window's border.
-    Among windows of the smallest side, the one whose count is closest to `k`, then with the fewest objects cut
-    by its border, then the first in raster order.
+    An object is whole in a window if its bounding box lies at least `margin` pixels inside the window's border;
+    it is cut if it overlaps the window without being whole (its part is annotated too). Among windows at most
+    ``1 + slack`` times the smallest side that holds `k` whole objects, the one with the fewest annotated
+    objects (whole + cut: the annotation effort), then the smallest, then the first in raster order.
 
     Parameters
     ----------
@@ -205,11 +206,13 @@ def choose_patch(labels: np.ndarray, k: int, margin: int = 0) -> tuple[int, int,
         Wanted number of whole objects.
     margin : int
         Pixels of context wanted between a whole object and the window's border.
+    slack : float
+        How much larger than the smallest feasible window a window may be.
 
     Returns
     -------
-    (row, col, side, n_whole, n_cut) : ints. If no window holds `k` objects, the whole image's largest square
-    window with the most objects.
+    (row, col, side, n_whole, n_cut) : ints. If no window holds `k` objects, the largest square window with the
+    most whole objects.
 
     Examples
     --------
@@ -224,8 +227,10 @@ def choose_patch(labels: np.ndarray, k: int, margin: int = 0) -> tuple[int, int,
         raise CellcascadeError("no annotated cell to choose a budget patch from")
     r0, c0, r1, c1 = boxes.T
     smallest = int(np.maximum(r1 - r0, c1 - c0).min()) + 2 * margin  # no smaller window holds a whole cell
-    best = None
+    best, fallback, limit = None, None, None
     for side in range(smallest, min(height, width) + 1, 2):
+        if limit is not None and side > limit:
+            break
         stride = max(1, side // 16)
         ys, xs = _window_starts(height, side, stride), _window_starts(width, side, stride)
         inside_y = (ys[None, :] + margin <= r0[:, None]) & (r1[:, None] <= ys[None, :] + side - margin)
@@ -233,14 +238,18 @@ def choose_patch(labels: np.ndarray, k: int, margin: int = 0) -> tuple[int, int,
         touch_y = (r0[:, None] < ys[None, :] + side) & (r1[:, None] > ys[None, :])
         touch_x = (c0[:, None] < xs[None, :] + side) & (c1[:, None] > xs[None, :])
         whole = inside_y.T.astype(np.int64) @ inside_x.astype(np.int64)  # (ny, nx)
-        cut = touch_y.T.astype(np.int64) @ touch_x.astype(np.int64) - whole
-        if whole.max() >= k:
-            key = np.where(whole >= k, (whole - k) * 10_000 + cut, np.iinfo(np.int64).max)
-            iy, ix = np.unravel_index(int(np.argmin(key)), key.shape)
-            return int(ys[iy]), int(xs[ix]), side, int(whole[iy, ix]), int(cut[iy, ix])
-        iy, ix = np.unravel_index(int(np.argmax(whole)), whole.shape)
-        best = (int(ys[iy]), int(xs[ix]), side, int(whole[iy, ix]), int(cut[iy, ix]))
-    return best
+        touching = touch_y.T.astype(np.int64) @ touch_x.astype(np.int64)  # whole + cut
+        if whole.max() < k:
+            iy, ix = np.unravel_index(int(np.argmax(whole)), whole.shape)
+            fallback = (int(ys[iy]), int(xs[ix]), side, int(whole[iy, ix]), int(touching[iy, ix] - whole[iy, ix]))
+            continue
+        if limit is None:
+            limit = side * (1 + slack)
+        effort = np.where(whole >= k, touching, np.iinfo(np.int64).max)
+        iy, ix = np.unravel_index(int(np.argmin(effort)), effort.shape)
+        if best is None or effort[iy, ix] < best[0]:
+            best = (int(effort[iy, ix]), (int(ys[iy]), int(xs[ix]), side, int(whole[iy, ix]), int(effort[iy, ix] - whole[iy, ix])))
+    return best[1] if best is not None else fallback
 
 
 def fill_unannotated(
@@ -324,8 +333,8 @@ def choose_budget(train: Sequence[AnnotatedImage], k: int = 15, seed: int = 0) -
     --------
     >>> from cellcascade.data import load_sample
     >>> budget = choose_budget(split_train_test(load_sample()).train, k=15)
-    >>> budget.n_whole
-    15
+    >>> budget.n_whole, budget.n_cut, budget.box
+    (15, 6, (66, 33, 188))
     """
     train = list(train)
     require_ndim(train, 2)
@@ -343,6 +352,7 @@ def choose_budget(train: Sequence[AnnotatedImage], k: int = 15, seed: int = 0) -
         notes.append(f"no training image holds {k} whole annotated cells in one square; the budget has {n_whole}")
     window = (slice(row, row + side), slice(col, col + side))
     annotated = crop_item(source, *window, name=f"{source.name}/budget")
+    n_cut = int(annotated.labels.max()) - n_whole  # by pixels (choose_patch counts overlapping bounding boxes)
     lo_hi = normalize_percentile(source.image)
     image = apply_normalization(source.image, lo_hi)[window]
     diameter = label_diameter(annotated.labels)

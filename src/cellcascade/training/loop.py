@@ -24,6 +24,9 @@ from tqdm.auto import tqdm
 from cellcascade.errors import CellcascadeError
 
 CHECKPOINT_DIR = "checkpoint"
+# What the network learns to predict, read from the noise scheduler's config: the noise ("epsilon", the mask stage)
+# or the velocity ("v_prediction", the texture stage: it keeps the image's mean level right at the noisiest steps).
+PREDICTION_TYPES = ("epsilon", "v_prediction")
 
 
 @dataclass
@@ -123,6 +126,8 @@ def train_denoiser(
     out_dir = Path(out_dir)
     accelerator = make_accelerator(device)
     n = images.shape[0]
+    if noise_scheduler.config.prediction_type not in PREDICTION_TYPES:
+        raise CellcascadeError(f"prediction type must be one of {PREDICTION_TYPES}, not {noise_scheduler.config.prediction_type!r}")
     if n == 0:
         raise CellcascadeError("no training samples")
     ema = EMAModel(unet.parameters(), decay=config.ema_decay, use_ema_warmup=True, power=0.75)
@@ -153,7 +158,11 @@ def train_denoiser(
         noisy = noise_scheduler.add_noise(clean, noise, timesteps)
         inputs = torch.cat([noisy, cond], dim=1).to(accelerator.device)
         prediction = model(inputs, timesteps.to(accelerator.device)).sample
-        error = F.mse_loss(prediction, noise.to(accelerator.device), reduction="none")
+        if noise_scheduler.config.prediction_type == "v_prediction":
+            target = noise_scheduler.get_velocity(clean, noise, timesteps)
+        else:
+            target = noise
+        error = F.mse_loss(prediction, target.to(accelerator.device), reduction="none")
         if weight is not None:
             weight = weight.to(accelerator.device)
             loss = (error * weight).sum() / (weight.sum() * c).clamp_min(1.0)

@@ -1,0 +1,83 @@
+"""Recorded segmentation benchmark: does synthetic data help Cellpose on held-out real cells?
+
+Runs :func:`cellcascade.evaluation.benchmark.run_benchmark` and copies its three outputs to
+``benchmarks/results/segmentation_<tag>.{md,json,png}``; the markdown records the exact command and the wall time.
+
+Usage::
+
+    # the embedded sample: left half trains (budget of 15 cells), right half tests
+    python benchmarks/segmentation_benchmark.py --data sample --tag sample
+    # Fluo-N2DH-GOWT1 (first 2 annotated frames train, the other 4 test), where ../shared/data is present
+    python benchmarks/segmentation_benchmark.py --data ../shared/data/Fluo-N2DH-GOWT1 --tag gowt1
+
+Torch threads default to 1: on the shared 2-core machine, two threads per process ran a Cellpose training step
+about ten times slower than one (measured: 15–20 s against 1.2–1.9 s for 8 tiles of 64², with other jobs running).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import shutil
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+from cellcascade.evaluation.benchmark import run_benchmark
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="sample", help='"sample", a CTC folder or a folder of image/mask pairs')
+    parser.add_argument("--tag", default="sample", help="results/segmentation_<tag>.{md,json,png}")
+    parser.add_argument("--budget", type=int, default=15)
+    parser.add_argument("--test", default="auto", help='"auto", "right-half", a number of images, or comma-separated names')
+    parser.add_argument("--synthetic", nargs="*", default=[], help="folders of synthetic image/mask pairs")
+    parser.add_argument("--no-classic", action="store_true")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None)
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--tile", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
+    logging.getLogger("cellcascade").setLevel(logging.INFO)
+    test = args.test
+    if test not in ("auto", "right-half"):
+        test = int(test) if test.isdigit() else test.split(",")
+    command = "python benchmarks/segmentation_benchmark.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    with tempfile.TemporaryDirectory() as tmp:
+        result = run_benchmark(
+            args.data,
+            Path(tmp) / "out",
+            budget=args.budget,
+            test=test,
+            synthetic=args.synthetic,
+            classic=not args.no_classic,
+            seeds=args.seeds,
+            steps=args.steps,
+            batch_size=args.batch_size,
+            tile=args.tile,
+            quick=args.quick,
+            threads=args.threads,
+            command=command,
+        )
+        args.out.mkdir(parents=True, exist_ok=True)
+        for suffix in ("md", "json", "png"):
+            shutil.copyfile(Path(tmp) / "out" / f"benchmark.{suffix}", args.out / f"segmentation_{args.tag}.{suffix}")
+    for name, s in result["summary"].items():
+        print(f"{name:24s} SEG {s['seg_mean']:.3f} ± {s['seg_std']:.3f}   AP50 {s['ap50_mean']:.3f} ± {s['ap50_std']:.3f}")
+    print(f"wall time {result['wall_seconds'] / 60:.1f} min; results in {args.out}/segmentation_{args.tag}.*")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

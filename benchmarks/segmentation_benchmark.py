@@ -9,6 +9,8 @@ Usage::
     python benchmarks/segmentation_benchmark.py --data sample --tag sample
     # Fluo-N2DH-GOWT1 (first 2 annotated frames train, the other 4 test), where ../shared/data is present
     python benchmarks/segmentation_benchmark.py --data ../shared/data/Fluo-N2DH-GOWT1 --tag gowt1
+    # a longer step budget, for arms that have not converged after the default 100 steps
+    python benchmarks/segmentation_benchmark.py --data sample --tag sample_300steps --steps 300 --long-factor 2
 
 Torch threads default to 1: on the shared 2-core machine, two threads per process ran a Cellpose training step
 about ten times slower than one (measured: 15–20 s against 1.2–1.9 s for 8 tiles of 64², with other jobs running).
@@ -40,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-classic", action="store_true")
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
     parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--long-factor", type=int, default=None, help="the long real-only row trains this many times --steps")
+    parser.add_argument("--checkpoints", type=int, default=None, help="checkpoints per --steps (learning curve)")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--tile", type=int, default=None)
     parser.add_argument("--threads", type=int, default=1)
@@ -64,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
             classic=not args.no_classic,
             seeds=args.seeds,
             steps=args.steps,
+            long_factor=args.long_factor,
+            n_checkpoints=args.checkpoints,
             batch_size=args.batch_size,
             tile=args.tile,
             quick=args.quick,

@@ -609,7 +609,8 @@ def markdown_report(result: dict) -> str:
                      "so it is a lower bound; SEG is the measure to read.")
     lines.append(f"- Wall time: {result['wall_seconds'] / 60:.1f} min on {result['host']['cpus']} CPU(s), "
                  f"torch threads = {config['threads']}.")
-    lines += ["", "| arm | training images | step budget | chosen steps (per seed) | SEG (mean ± std) | AP@0.5 (mean ± std) |",
+    lines += ["", "Test scores on the held-out real images, each seed at the checkpoint that its validation score chose:",
+              "", "| arm | training images | step budget | chosen steps (per seed) | SEG (mean ± std) | AP@0.5 (mean ± std) |",
               "|---|---|---|---|---|---|"]
     for name, entry in result["arms"].items():
         s = summary[name]

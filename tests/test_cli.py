@@ -10,7 +10,7 @@ from cellcascade.cli import build_parser, main
 
 from conftest import ellipse_labels
 
-SUBCOMMANDS = ["train-masks", "sample-masks", "populate"]
+SUBCOMMANDS = ["train-masks", "sample-masks", "populate", "fit", "generate", "evaluate", "benchmark"]
 
 
 def run_cli(*args):

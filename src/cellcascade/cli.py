@@ -161,6 +161,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-samples", type=_positive_int, default=200,
                    help="crops and tiles per set (default 200; Inception costs about 0.1-1 s per crop on 2 cores)")
     _add_common(p)
+
+    p = sub.add_parser("benchmark", help="does synthetic data help? train Cellpose on real / synthetic / both and score "
+                       "it on held-out real images",
+                       description="Split DATA into a training part and a held-out test part, keep an annotation "
+                       "budget of about --budget cells of the training part (the rest of its annotations only "
+                       "validate the number of steps), and train Cellpose 3 from scratch with the same number of "
+                       "optimizer steps on real only, synthetic only and real + synthetic data; score SEG and AP@0.5 "
+                       "on the test images over several seeds. Writes benchmark.md, benchmark.png, benchmark.json.")
+    p.add_argument("data", help="real annotated data: 'sample', a CTC folder or a folder of image/mask pairs")
+    p.add_argument("--out", required=True, type=Path, help="folder for the report")
+    p.add_argument("--budget", type=_positive_int, default=15, help="annotated cells the segmenter may learn from (default 15)")
+    p.add_argument("--test", default="auto",
+                   help="held-out images: auto (right half of a single image, else the last image(s)), right-half, "
+                   "a number of images, or comma-separated image names (default auto)")
+    p.add_argument("--synthetic", type=Path, action="append", default=[],
+                   help="a folder of synthetic image/mask pairs (or CTC layout); repeat for several")
+    p.add_argument("--no-classic", action="store_true", help="leave out the built-in classic simulator arms")
+    p.add_argument("--seeds", type=_positive_int, default=None, help="number of training seeds (default 3; quick: 1)")
+    p.add_argument("--steps", type=_positive_int, default=None, help="optimizer steps of every arm (default 100)")
+    p.add_argument("--quick", action="store_true", help="a CI-sized run: tiny tiles, few steps, one seed")
+    _add_common(p)
     return parser
 
 
@@ -362,6 +383,17 @@ def _run_evaluate(args: argparse.Namespace) -> None:
     print((args.out / "evaluation.md").read_text() if (args.out / "evaluation.md").exists() else result)
 
 
+def _run_benchmark(args: argparse.Namespace) -> None:
+    from cellcascade.evaluation.benchmark import run_benchmark
+
+    test = int(args.test) if args.test.isdigit() else (args.test.split(",") if "," in args.test else args.test)
+    seeds = None if args.seeds is None else list(range(args.seed, args.seed + args.seeds))
+    run_benchmark(args.data, args.out, budget=args.budget, test=test, synthetic=args.synthetic,
+                  classic=not args.no_classic, seeds=seeds, steps=args.steps, quick=args.quick,
+                  threads=args.threads, command="cellcascade " + " ".join(sys.argv[1:]))
+    print((args.out / "benchmark.md").read_text())
+
+
 def _plain_json(value):
     return value.item() if hasattr(value, "item") else str(value)
 
@@ -377,6 +409,7 @@ COMMANDS = {
     "fit": _run_fit,
     "generate": _run_generate,
     "evaluate": _run_evaluate,
+    "benchmark": _run_benchmark,
 }
 
 

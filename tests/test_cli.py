@@ -62,6 +62,7 @@ def test_populate_writes_labels_preview_and_manifest(tmp_path):
     (["populate", "default", "--size", "-5", "64", "--out", "{tmp}/o"], "positive integer"),
     (["populate", "default", "--cells", "9-3", "--out", "{tmp}/o"], "MIN <= MAX"),
     (["populate", "default", "--overlap", "1.5", "--out", "{tmp}/o"], "--overlap"),
+    (["populate", "default", "--density", "-2", "--out", "{tmp}/o"], "--density must be positive"),
     (["populate", "default", "--out", "{tmp}/missing-parent/o"], "does not exist"),
     (["sample-masks", "{model_no_weights}", "--out", "{tmp}/o"], "weights missing"),
 ])

@@ -188,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_population_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cells", type=_count_range, default=(40, 49), metavar="N|MIN-MAX",
                    help="cells per image, a number or a range (default 40-49, as in the paper)")
+    p.add_argument("--density", type=float, default=None, metavar="D",
+                   help="cells per 10^4 pixels instead of --cells (the embedded sample has 4.8)")
     p.add_argument("--clustering", type=_probability, default=0.3, metavar="P",
                    help="probability in [0, 1] that a cell is placed next to an existing one: 0 scattered, "
                    "1 colonies (default 0.3)")
@@ -286,7 +288,7 @@ def _run_populate(args: argparse.Namespace) -> None:
     with output_folder(args.out, args.overwrite) as tmp:
         pipe = _load_mask_model(args)
         result = generate_label_images(
-            pipe, args.n, tuple(args.size), cells=args.cells, clustering=args.clustering, scale_range=tuple(args.scale),
+            pipe, args.n, tuple(args.size), cells=args.cells, density=args.density, clustering=args.clustering, scale_range=tuple(args.scale),
             overlap_tolerance=args.overlap, shapes_per_image=args.shapes_per_image, num_inference_steps=args.steps,
             seed=args.seed, progress=not args.quiet)
         (tmp / "labels").mkdir()
@@ -301,6 +303,8 @@ def _run_populate(args: argparse.Namespace) -> None:
 
 
 def _check_population_options(args: argparse.Namespace) -> None:
+    if args.density is not None and not args.density > 0:
+        raise CellcascadeError(f"--density must be positive, not {args.density}")
     if not 0.0 <= args.overlap < 1.0:
         raise CellcascadeError(f"--overlap must be within [0, 1), not {args.overlap}")
     if not 0 < args.scale[0] <= args.scale[1]:
@@ -355,7 +359,7 @@ def _run_generate(args: argparse.Namespace) -> None:
 
             for i in tqdm(indices, desc="generating", disable=args.quiet or not state.is_main_process):
                 sample = cascade.generate(
-                    i, tuple(args.size), seed=args.seed, cells=args.cells, clustering=args.clustering,
+                    i, tuple(args.size), seed=args.seed, cells=args.cells, density=args.density, clustering=args.clustering,
                     scale_range=tuple(args.scale), overlap_tolerance=args.overlap,
                     shapes_per_image=args.shapes_per_image, mask_steps=args.steps, texture_steps=args.texture_steps)
                 files = writer.add(i, sample.image, sample.labels)

@@ -132,6 +132,7 @@ class Cascade:
         *,
         seed: int = 0,
         cells: int | tuple[int, int] = (40, 49),
+        density: float | None = None,
         clustering: float = 0.3,
         scale_range: tuple[float, float] = (0.9, 1.1),
         overlap_tolerance: float = 0.0,
@@ -145,7 +146,7 @@ class Cascade:
         which worker makes it.
         """
         labels = generate_label_images(
-            self.masks, 1, size, cells=cells, clustering=clustering, scale_range=scale_range,
+            self.masks, 1, size, cells=cells, density=density, clustering=clustering, scale_range=scale_range,
             overlap_tolerance=overlap_tolerance, shapes_per_image=shapes_per_image,
             num_inference_steps=mask_steps, seed=seed, first_index=index, progress=False,
         )

@@ -72,6 +72,7 @@ def generate_label_images(
     size: tuple[int, int],
     *,
     cells: int | tuple[int, int] = (40, 49),
+    density: float | None = None,
     clustering: float = 0.0,
     scale_range: tuple[float, float] = (0.9, 1.1),
     overlap_tolerance: float = 0.0,
@@ -91,6 +92,8 @@ def generate_label_images(
         Canvas (Y, X) in image pixels (the scale of the data the mask model learned from).
     cells : int or (min, max)
         Cells per image (fewer if the canvas is full).
+    density : float, optional
+        Cells per 10^4 pixels instead of `cells`.
     clustering : float in [0, 1]
         Probability that a cell is placed next to an existing one.
     scale_range : (float, float)
@@ -124,6 +127,7 @@ def generate_label_images(
             shapes,
             tuple(size),
             n_cells=cells,
+            density=density,
             clustering=clustering,
             scale_range=scale_range,
             overlap_tolerance=overlap_tolerance,

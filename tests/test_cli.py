@@ -40,7 +40,7 @@ def test_populate_writes_labels_preview_and_manifest(tmp_path):
             "--shapes-per-image", "3", "--seed", "3", "--out", out, "--quiet"]
     assert main(list(map(str, args))) == 0
     labels = [tifffile.imread(out / "labels" / f"label_{i:04d}.tif") for i in range(2)]
-    assert all(l.shape == (48, 64) and l.dtype == np.uint16 and l.max() >= 1 for l in labels)
+    assert all(l.shape == (64, 80) and l.dtype == np.uint16 and l.max() >= 1 for l in labels)
     manifest = json.loads((out / "manifest.json").read_text())
     assert [s["file"] for s in manifest["samples"]] == ["labels/label_0000.tif", "labels/label_0001.tif"]
     assert len(manifest["samples"][0]["cells"]) == labels[0].max()

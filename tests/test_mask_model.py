@@ -7,7 +7,7 @@ import torch
 from cellcascade.data import load_sample
 from cellcascade.errors import CellcascadeError
 from cellcascade.models.unet import build_unet
-from cellcascade.pipelines.mask import MaskDiffusionPipeline, clean_mask, load_mask_pipeline
+from cellcascade.pipelines.mask import clean_mask, load_mask_pipeline
 from cellcascade.training.loop import TrainConfig
 from cellcascade.training.mask import train_mask_model
 

@@ -4,12 +4,23 @@ from __future__ import annotations
 
 from diffusers import UNet2DModel
 
+from cellcascade.errors import CellcascadeError
+
 # Named sizes. "cpu" trains the shipped default in minutes on 2 cores; "gpu" is the documented larger preset.
 PRESETS = {
     "tiny": {"block_out_channels": (8, 16), "attention_levels": (), "layers_per_block": 1},
     "cpu": {"block_out_channels": (32, 64, 64), "attention_levels": (2,), "layers_per_block": 1},
     "gpu": {"block_out_channels": (64, 128, 256, 256), "attention_levels": (2, 3), "layers_per_block": 2},
 }
+
+
+def check_preset_size(preset: str, size: int, what: str) -> None:
+    """Raise CellcascadeError unless `preset` exists and `size` (the `what`, e.g. "crop size") suits its depth."""
+    if preset not in PRESETS:
+        raise CellcascadeError(f"preset must be one of {sorted(PRESETS)}, not {preset!r}")
+    factor = 2 ** (len(PRESETS[preset]["block_out_channels"]) - 1)
+    if size < 8 or size % factor:
+        raise CellcascadeError(f"{what} must be at least 8 and divisible by {factor}, not {size}")
 
 
 def build_unet(

@@ -13,7 +13,7 @@ from diffusers import DDIMScheduler, DDPMScheduler
 
 from cellcascade.data import AnnotatedImage, extract_crops, require_ndim
 from cellcascade.errors import CellcascadeError
-from cellcascade.models.unet import PRESETS, build_unet
+from cellcascade.models.unet import build_unet, check_preset_size
 from cellcascade.pipelines.mask import MaskDiffusionPipeline, calibrate_threshold
 from cellcascade.training.loop import TrainConfig, train_denoiser
 
@@ -70,11 +70,7 @@ def train_mask_model(
     """
     out_dir = Path(out_dir)
     config = config or TrainConfig()
-    if preset not in PRESETS:
-        raise CellcascadeError(f"preset must be one of {sorted(PRESETS)}, not {preset!r}")
-    levels = len(PRESETS[preset]["block_out_channels"])
-    if crop_size < 8 or crop_size % 2 ** (levels - 1):
-        raise CellcascadeError(f"crop size must be at least 8 and divisible by {2 ** (levels - 1)}, not {crop_size}")
+    check_preset_size(preset, crop_size, "crop size")
     if out_dir.exists():
         raise CellcascadeError(f"{out_dir}: already exists; choose another output folder or remove it")
     masks, pixel_scale = shape_training_masks(items, crop_size)

@@ -40,7 +40,7 @@ from scipy import ndimage as ndi
 from cellcascade.data import AnnotatedImage, require_ndim
 from cellcascade.errors import CellcascadeError
 from cellcascade.models.conditions import CONDITION_NAMES, label_conditions
-from cellcascade.models.unet import PRESETS, build_unet
+from cellcascade.models.unet import build_unet, check_preset_size
 from cellcascade.pipelines.texture import TexturePipeline, to_unit
 from cellcascade.training.loop import TrainConfig, train_denoiser
 from cellcascade.training.mask import NOISE_SCHEDULE
@@ -276,11 +276,7 @@ def train_texture_model(
     """
     out_dir = Path(out_dir)
     config = config or TrainConfig()
-    if preset not in PRESETS:
-        raise CellcascadeError(f"preset must be one of {sorted(PRESETS)}, not {preset!r}")
-    levels = len(PRESETS[preset]["block_out_channels"])
-    if patch_size < 8 or patch_size % 2 ** (levels - 1):
-        raise CellcascadeError(f"patch size must be at least 8 and divisible by {2 ** (levels - 1)}, not {patch_size}")
+    check_preset_size(preset, patch_size, "patch size")
     if out_dir.exists():
         raise CellcascadeError(f"{out_dir}: already exists; choose another output folder or remove it")
     patches = texture_patches(items, patch_size, num_patches, margin=margin, seed=config.seed)

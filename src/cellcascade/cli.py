@@ -199,9 +199,7 @@ def _add_population_options(p: argparse.ArgumentParser) -> None:
                    help="fraction of a cell's pixels allowed to overlap others, in [0, 1) (default 0)")
     p.add_argument("--shapes-per-image", type=_positive_int, default=16,
                    help="masks sampled per image; cells reuse them in random poses (default 16)")
-    p.add_argument("--steps", type=_positive_int, default=20, help="mask sampler steps (default 20)")
-    p.add_argument("--sampler", choices=["ddim", "dpm"], default="ddim",
-                   help="few-step sampler of the diffusion models: DDIM or DPM-Solver++ (default ddim)")
+    _add_sampler(p)
 
 
 def _add_model(parser: argparse.ArgumentParser) -> None:
@@ -210,9 +208,9 @@ def _add_model(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_sampler(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--steps", type=_positive_int, default=20, help="sampler steps (default 20)")
+    parser.add_argument("--steps", type=_positive_int, default=20, help="mask sampler steps (default 20)")
     parser.add_argument("--sampler", choices=["ddim", "dpm"], default="ddim",
-                        help="few-step sampler: DDIM or DPM-Solver++ (default ddim)")
+                        help="few-step sampler of the diffusion models: DDIM or DPM-Solver++ (default ddim)")
 
 
 def _add_output(parser: argparse.ArgumentParser) -> None:

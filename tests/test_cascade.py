@@ -98,6 +98,9 @@ def test_bad_cascade_folders(tiny_cascade, tmp_path):
         Cascade.load(tiny_cascade / "masks")
     with pytest.raises(CellcascadeError, match="already exists"):
         fit_cascade(load_sample(), tiny_cascade, **TINY)
+    with pytest.raises(CellcascadeError, match="crop size must be"):
+        fit_cascade(load_sample(), tmp_path / "new", **{**TINY, "preset": "cpu", "crop_size": 30})
+    assert not list(tmp_path.iterdir())  # nothing half-written
 
 
 def test_finish_image_gives_real_dtype_and_missing_noise():

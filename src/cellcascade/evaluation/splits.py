@@ -340,6 +340,10 @@ def choose_budget(train: Sequence[AnnotatedImage], k: int = 15, seed: int = 0) -
     require_ndim(train, 2)
     if k < 1:
         raise CellcascadeError(f"the annotation budget must be at least 1 cell, not {k}")
+    available = sum(len(np.unique(item.labels)) - 1 for item in train)
+    if k >= available:
+        raise CellcascadeError(f"the training part holds only {available} annotated cells, so a budget of {k} leaves "
+                               "none for validation: lower the budget")
     choices = []
     for index, item in enumerate(train):
         margin = max(2, int(round(label_diameter(item.labels) / 4)))

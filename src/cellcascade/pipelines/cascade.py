@@ -24,6 +24,7 @@ from cellcascade.errors import CellcascadeError
 from cellcascade.imaging import ImagingModel
 from cellcascade.imaging.noise import add_noise, fit_noise
 from cellcascade.io.manifest import package_version
+from cellcascade.models.unet import check_preset_size
 from cellcascade.pipelines.labels import generate_label_images
 from cellcascade.pipelines.mask import MaskDiffusionPipeline, load_mask_pipeline
 from cellcascade.pipelines.texture import TexturePipeline, load_texture_pipeline
@@ -197,6 +198,8 @@ def fit_cascade(
         raise CellcascadeError(f"{out}: already exists; choose another output folder or remove it")
     if not out.absolute().parent.is_dir():
         raise CellcascadeError(f"{out.absolute().parent}: folder does not exist")
+    check_preset_size(preset, crop_size, "crop size")  # bad options fail before anything is written
+    check_preset_size(preset, patch_size, "patch size")
     stop_after = stop_after or {}
     work = out.with_name(out.name + ".partial")
     work.mkdir(exist_ok=True)

@@ -618,7 +618,13 @@ def markdown_report(result: dict) -> str:
             f"| {name} | {entry['n_images']} | {entry['step_budget']} | {', '.join(map(str, s['chosen_steps']))} | "
             f"{_fmt(s['seg_mean'], s['seg_std'])} | {_fmt(s['ap50_mean'], s['ap50_std'])} |"
         )
-    lines += ["", "Std over seeds (ddof = 1). Per-image and per-seed scores: benchmark.json.", "",
+    lines += ["", "Std over seeds (ddof = 1). Per-image and per-seed scores: benchmark.json."]
+    for name, entry in result["arms"].items():
+        last = sum(r["chosen_step"] == entry["step_budget"] for r in entry["runs"])
+        if 2 * last > len(entry["runs"]):
+            lines.append(f"- `{name}` chose its last checkpoint in {last} of {len(entry['runs'])} seeds: it may not have "
+                         "converged within its step budget (see the learning curves; rerun with more steps).")
+    lines += ["",
               "## Learning curves (validation score, mean over seeds)", ""]
     steps = sorted({p["step"] for e in result["arms"].values() for r in e["runs"] for p in r["learning_curve"]})
     lines += ["| arm | " + " | ".join(map(str, steps)) + " |", "|---|" + "---|" * len(steps)]

@@ -654,9 +654,10 @@ def draw_figure(result: dict, path: Path) -> None:
         stds = [summary[n][f"{key}_std"] or 0.0 for n in names]
         bars.bar(x + offset, means, width=0.4, yerr=stds, capsize=3, label=label)
     bars.set_xticks(x, names, rotation=20, ha="right")
-    bars.set_ylim(0, 1)
+    bars.set_ylim(0, 1.12)
+    bars.set_yticks(np.linspace(0, 1, 6))
     bars.set_ylabel("test score (held-out real images)")
-    bars.legend()
+    bars.legend(loc="upper center", ncol=2)
     bars.set_title("mean ± std over seeds")
     long_rows = [n for n in names if n.startswith(f"{REAL} (")]
     for name in names:

@@ -310,11 +310,11 @@ def _areas(labels: np.ndarray) -> np.ndarray:
 def choose_budget(train: Sequence[AnnotatedImage], k: int = 15, seed: int = 0) -> Budget:
     """Pick the annotation budget (a patch with about `k` whole cells) and the validation data from the training part.
 
-    The patch is the smallest square holding `k` whole annotated cells (:func:`choose_patch`) over all training
-    images (the first image wins ties), each whole cell at least a quarter of the image's cell diameter from the
-    patch border (context for the segmenter; the generator's fits skip cells that touch an image border). Cells
-    cut by the patch border keep their part of the annotation. The
-    validation data are the training images with every cell that touches the patch removed.
+    The patch is the most compact square holding `k` whole annotated cells with the fewest cells cut by its
+    border (:func:`choose_patch`), over all training images (the smallest wins; then the first image). Whole cells
+    lie at least a quarter of the image's cell diameter inside the patch border (context for the segmenter; the
+    generator's fits skip cells that touch an image border). Cells cut by the patch border keep their part of the
+    annotation. The validation data are the training images with every cell that touches the patch removed.
 
     Parameters
     ----------

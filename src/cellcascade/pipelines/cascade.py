@@ -12,7 +12,6 @@ This module only composes the stage pipelines. A cascade is a folder::
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -226,7 +225,3 @@ def fit_cascade(
     work.rename(out)
     return out
 
-
-def remove_partial(out: str | Path) -> None:
-    """Delete the work folder of an interrupted `fit_cascade` (to start over)."""
-    shutil.rmtree(Path(out).with_name(Path(out).name + ".partial"), ignore_errors=True)

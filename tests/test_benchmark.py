@@ -270,3 +270,25 @@ def test_quick_benchmark_end_to_end_with_cellpose(tmp_path):
     assert set(result["summary"]) == {"real", "real (4× steps)", "classic", "real + classic"}
     check_outputs(tmp_path / "out", result)
     assert result["config"]["steps"] == 4 and result["config"]["seeds"] == [0]
+
+
+def test_budget_export_is_exactly_the_benchmark_budget(tmp_path, capsys):
+    """`cellcascade budget` writes the patch run_benchmark trains on (raw intensities), so a generator can fit it."""
+    from cellcascade.cli import main
+    from cellcascade.data import read_pairs
+
+    out = tmp_path / "budget"
+    assert main(["budget", "sample", "--out", str(out), "--quiet"]) == 0
+    assert "--dense" in capsys.readouterr().out  # the sample is dense, so the next command says so
+    expected = choose_budget(split_train_test(load_sample()).train, 15, seed=0)
+    info = json.loads((out / "budget.json").read_text())
+    assert info["box_row_col_side"] == list(expected.box) and info["n_whole_cells"] == expected.n_whole
+    (item,) = read_pairs(out, dense=True)
+    np.testing.assert_array_equal(item.labels, expected.labels)
+    np.testing.assert_array_equal(item.image, expected.annotated.image)
+    assert item.image.dtype == load_sample()[0].image.dtype
+    # an existing folder is refused and left as it was; --overwrite replaces it
+    assert main(["budget", "sample", "--out", str(out), "--budget", "10", "--quiet"]) == 2
+    assert json.loads((out / "budget.json").read_text())["budget"] == 15
+    assert main(["budget", "sample", "--out", str(out), "--budget", "10", "--overwrite", "--quiet"]) == 0
+    assert json.loads((out / "budget.json").read_text())["n_whole_cells"] == 10

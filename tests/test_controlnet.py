@@ -91,3 +91,38 @@ def test_bad_inputs_give_clear_errors(tiny_sd, items, tmp_path):
     (out / "controlnet" / "diffusion_pytorch_model.bin").write_bytes(b"\x80\x04")
     with pytest.raises(CellcascadeError, match="pickles never"):
         load_controlnet_texture(out)
+
+
+def test_fit_with_pretrained_then_generate(tiny_sd, items, tmp_path):
+    """`cellcascade fit --pretrained SD` makes a cascade whose texture stage is the ControlNet; generate uses it."""
+    from cellcascade.cli import main
+    from cellcascade.io.tiff import write_tiff
+
+    data = tmp_path / "data"
+    data.mkdir()
+    write_tiff(data / "a.tif", items[0].image)
+    write_tiff(data / "a_masks.tif", items[0].labels.astype(np.uint16))
+    model = tmp_path / "model"
+    fit = ["fit", str(data), "--dense", "--out", str(model), "--pretrained", str(tiny_sd), "--preset", "tiny",
+           "--crop-size", "16", "--patch-size", "16", "--mask-steps", "2", "--texture-steps", "2", "--batch-size", "2",
+           "--device", "cpu", "--quiet"]
+    assert main(fit) == 0
+    info = json.loads((model / "cascade.json").read_text())
+    assert info["texture_kind"] == "controlnet"
+    assert (model / "texture" / "texture_controlnet.json").is_file()
+    out = tmp_path / "out"
+    generate = ["generate", str(model), "--n", "1", "--size", "32", "40", "--cells", "2", "--shapes-per-image", "2",
+                "--steps", "2", "--texture-steps", "2", "--device", "cpu", "--out", str(out), "--quiet"]
+    assert main(generate) == 0
+    import tifffile
+
+    image = tifffile.imread(out / "img_0000.tif")
+    assert image.shape == (32, 40) and image.dtype == items[0].image.dtype
+
+
+def test_fit_pretrained_must_be_a_stable_diffusion_folder(tmp_path, capsys):
+    from cellcascade.cli import main
+
+    assert main(["fit", "sample", "--out", str(tmp_path / "m"), "--pretrained", str(tmp_path)]) == 2
+    assert "unet/ missing" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists() and not (tmp_path / "m.partial").exists()

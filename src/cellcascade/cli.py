@@ -127,8 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--texture-steps", type=_positive_int, default=3000,
                    help="texture model optimizer steps (default 3000)")
     p.add_argument("--batch-size", type=_positive_int, default=32, help="samples per step (default 32)")
-    p.add_argument("--lr", type=float, default=3e-4, help="learning rate (default 3e-4)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="learning rate (default 3e-4; 1e-5 for the ControlNet of --pretrained)")
     p.add_argument("--checkpoint-every", type=_positive_int, default=500, help="steps between checkpoints (default 500)")
+    p.add_argument("--pretrained", type=Path, default=None, metavar="DIR",
+                   help="a local diffusers-format Stable Diffusion folder (unet/, scheduler/, safetensors): the texture "
+                   "stage becomes a ControlNet trained on it with the label image as control and an empty prompt "
+                   "(the paper's set-up; for GPU users). Default: a conditional UNet trained from scratch")
     _add_common(p)
 
     p = sub.add_parser("generate", help="generate synthetic images with dense instance labels from a cascade",
@@ -181,6 +186,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=_positive_int, default=None, help="number of training seeds (default 3; quick: 1)")
     p.add_argument("--steps", type=_positive_int, default=None, help="optimizer steps of every arm (default 100)")
     p.add_argument("--quick", action="store_true", help="a CI-sized run: tiny tiles, few steps, one seed")
+    _add_common(p)
+
+    p = sub.add_parser("budget", help="write the benchmark's annotation budget patch, to fit a generator on exactly it",
+                       description="Write the annotation budget that 'cellcascade benchmark' uses with the same DATA, "
+                       "--budget and --test (budget.tif, budget_masks.tif, budget.json), so that a cascade fitted on "
+                       "it sees no more annotations than the real-only arm: cellcascade budget DATA --out B; "
+                       "cellcascade fit B --out M; cellcascade generate M --out S; cellcascade benchmark DATA "
+                       "--synthetic S.")
+    p.add_argument("data", help="real annotated data: 'sample', a CTC folder or a folder of image/mask pairs")
+    p.add_argument("--out", required=True, type=Path, help="folder to write (must not exist unless --overwrite)")
+    p.add_argument("--budget", type=_positive_int, default=15, help="annotated cells in the budget (default 15)")
+    p.add_argument("--test", default="auto", help="held-out images, as in benchmark --test (default auto)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     _add_common(p)
     return parser
 
@@ -314,17 +332,21 @@ def _run_fit(args: argparse.Namespace) -> None:
     from cellcascade.pipelines.cascade import fit_cascade
     from cellcascade.training.loop import TrainConfig
 
-    if not args.lr > 0:
+    if args.lr is not None and not args.lr > 0:
         raise CellcascadeError(f"--lr must be positive, not {args.lr}")
+    if args.pretrained is not None and not (args.pretrained / "unet").is_dir():
+        raise CellcascadeError(f"{args.pretrained}: not a diffusers-format Stable Diffusion folder (unet/ missing)")
     items = read_dataset(args.data, dense=True if args.dense else None)
 
-    def config(steps: int) -> TrainConfig:
-        return TrainConfig(steps=steps, batch_size=args.batch_size, learning_rate=args.lr,
+    def config(steps: int, lr: float) -> TrainConfig:
+        return TrainConfig(steps=steps, batch_size=args.batch_size, learning_rate=args.lr or lr,
                            checkpoint_every=args.checkpoint_every, seed=args.seed)
 
-    fit_cascade(items, args.out, mask_config=config(args.mask_steps), texture_config=config(args.texture_steps),
-                crop_size=args.crop_size, patch_size=args.patch_size, preset=args.preset, device=args.device,
-                progress=not args.quiet)
+    texture_lr = 1e-5 if args.pretrained is not None else 3e-4
+    fit_cascade(items, args.out, mask_config=config(args.mask_steps, 3e-4),
+                texture_config=config(args.texture_steps, texture_lr), crop_size=args.crop_size,
+                patch_size=args.patch_size, preset=args.preset, device=args.device, progress=not args.quiet,
+                pretrained=args.pretrained)
     print(f"wrote {args.out}")
 
 
@@ -388,12 +410,25 @@ def _run_evaluate(args: argparse.Namespace) -> None:
 def _run_benchmark(args: argparse.Namespace) -> None:
     from cellcascade.evaluation.benchmark import run_benchmark
 
-    test = int(args.test) if args.test.isdigit() else (args.test.split(",") if "," in args.test else args.test)
+    test = _parse_test(args.test)
     seeds = None if args.seeds is None else list(range(args.seed, args.seed + args.seeds))
     run_benchmark(args.data, args.out, budget=args.budget, test=test, synthetic=args.synthetic,
                   classic=not args.no_classic, seeds=seeds, steps=args.steps, quick=args.quick,
                   threads=args.threads, command="cellcascade " + " ".join(sys.argv[1:]))
     print((args.out / "benchmark.md").read_text())
+
+
+def _parse_test(text: str):
+    return int(text) if text.isdigit() else (text.split(",") if "," in text else text)
+
+
+def _run_budget(args: argparse.Namespace) -> None:
+    from cellcascade.evaluation.benchmark import export_budget
+
+    info = export_budget(args.data, args.out, budget=args.budget, test=_parse_test(args.test), overwrite=args.overwrite)
+    dense = " --dense" if info["dense"] else ""
+    print(f"wrote {args.out}: {info['n_whole_cells']} whole + {info['n_cut_cells']} cut cells from {info['source']}; "
+          f"next: cellcascade fit {args.out}{dense} --out MODEL")
 
 
 def _plain_json(value):
@@ -412,6 +447,7 @@ COMMANDS = {
     "generate": _run_generate,
     "evaluate": _run_evaluate,
     "benchmark": _run_benchmark,
+    "budget": _run_budget,
 }
 
 

@@ -284,6 +284,49 @@ def run_benchmark(
     return result
 
 
+def export_budget(
+    data: str | Path | Sequence[AnnotatedImage],
+    out_dir: str | Path,
+    *,
+    budget: int = 15,
+    test: str | int | Sequence[str] = "auto",
+    overwrite: bool = False,
+) -> dict:
+    """Write the annotation budget that :func:`run_benchmark` uses, so a generator can be fitted on exactly it.
+
+    The benchmark's synthetic arms are fair only if their generator saw no more annotations than the real-only
+    arm: fit the cascade on this folder (``cellcascade fit OUT/ ...``), generate, and pass the result to
+    ``benchmark --synthetic``. Same split and budget rule as :func:`run_benchmark` with the same `budget` and `test`.
+
+    Writes ``budget.tif`` (raw intensities of the patch, the data's dtype, (Y, X)), ``budget_masks.tif`` (labels
+    uint16 (Y, X)) and ``budget.json`` (source image, box, cell counts, whether the annotation is dense).
+
+    Returns
+    -------
+    dict
+        The contents of ``budget.json``.
+    """
+    from cellcascade.io.output import output_folder
+    from cellcascade.io.tiff import write_tiff
+
+    items = read_dataset(data) if isinstance(data, (str, Path)) else list(data)
+    require_ndim(items, 2)
+    split = split_train_test(items, test)
+    chosen = choose_budget(split.train, budget, seed=0)
+    info = {
+        "data": str(data) if isinstance(data, (str, Path)) else [i.name for i in items],
+        "budget": budget,
+        "test": test if isinstance(test, (str, int)) else list(test),
+        "split": split.rule,
+        **chosen.summary(),
+    }
+    with output_folder(out_dir, overwrite) as tmp:
+        write_tiff(tmp / "budget.tif", chosen.annotated.image)
+        write_tiff(tmp / "budget_masks.tif", chosen.annotated.labels.astype(np.uint16))
+        (tmp / "budget.json").write_text(json.dumps(_clean(info), indent=2))
+    return info
+
+
 @dataclass
 class _Plan:
     """Everything the training loop needs, validated."""

@@ -123,7 +123,13 @@ class Cascade:
         if not imaging_file.is_file():
             raise CellcascadeError(f"{imaging_file}: missing")
         imaging = ImagingModel.from_dict(json.loads(imaging_file.read_text()))
-        return cls(load_mask_pipeline(path / "masks", device), load_texture_pipeline(path / "texture", device), imaging, info)
+        if info.get("texture_kind", "unet") == "controlnet":
+            from cellcascade.pipelines.controlnet import load_controlnet_texture
+
+            texture = load_controlnet_texture(path / "texture", device=device)
+        else:
+            texture = load_texture_pipeline(path / "texture", device)
+        return cls(load_mask_pipeline(path / "masks", device), texture, imaging, info)
 
     def generate(
         self,
@@ -169,6 +175,7 @@ def fit_cascade(
     device: str = "auto",
     progress: bool = True,
     stop_after: dict | None = None,
+    pretrained: str | Path | None = None,
 ) -> Path:
     """Train every 2D stage on `items` into the cascade folder `out`.
 
@@ -186,6 +193,11 @@ def fit_cascade(
     device : {"auto", "cpu", "cuda"}
     stop_after : dict, optional
         ``{"masks": step}`` or ``{"texture": step}``: stop that stage after this step (tests of resume).
+    pretrained : path, optional
+        A local diffusers-format Stable Diffusion folder: the texture stage is then a ControlNet trained on it
+        (:func:`cellcascade.pipelines.controlnet.train_controlnet_texture`, the paper's set-up; ``texture_config``
+        gives its steps, batch size, learning rate and seed) instead of the from-scratch conditional UNet. That
+        stage is written when complete (no step-level resume).
 
     Returns
     -------
@@ -206,6 +218,13 @@ def fit_cascade(
         if train_mask_model(items, work / "masks", crop_size=crop_size, preset=preset, config=mask_config,
                             device=device, progress=progress, stop_after=stop_after.get("masks")) is None:
             return work
+    if pretrained is not None and not (work / "texture").exists():
+        from cellcascade.pipelines.controlnet import train_controlnet_texture
+
+        config = texture_config or TrainConfig()
+        train_controlnet_texture(pretrained, items, work / "texture", patch_size=patch_size, steps=config.steps,
+                                 batch_size=config.batch_size, learning_rate=config.learning_rate, seed=config.seed,
+                                 device=device, progress=progress)
     if not (work / "texture").exists():
         if train_texture_model(items, work / "texture", patch_size=patch_size, preset=preset, config=texture_config,
                                device=device, progress=progress, stop_after=stop_after.get("texture")) is None:
@@ -217,6 +236,7 @@ def fit_cascade(
         "format": FORMAT,
         "cellcascade_version": package_version(),
         "stages": {"masks": "masks", "texture": "texture", "imaging": "imaging"},
+        "texture_kind": "unet" if pretrained is None else "controlnet",
         "trained_on": sorted({item.name for item in items}),
         "dense": all(item.dense for item in items),
         "dtype": imaging.dtype,

@@ -156,6 +156,14 @@ class ControlNetTexturePipeline(DiffusionPipeline):
         """Image pixels per denoised pixel (1 in pixel space)."""
         return 1 if self.settings["pixel_space"] else vae_factor(self.vae)
 
+    def use_sampler(self, name: str) -> None:
+        """Switch the sampler to "ddim" or "dpm" (DPM-Solver++), keeping the noise schedule."""
+        from cellcascade.pipelines.texture import SAMPLERS
+
+        if name not in SAMPLERS:
+            raise CellcascadeError(f"sampler must be one of {sorted(SAMPLERS)}, not {name!r}")
+        self.scheduler = SAMPLERS[name].from_config(self.scheduler.config)
+
     def _predict(self, x: torch.Tensor, cond: torch.Tensor, t, conditioning_scale: float = 1.0) -> torch.Tensor:
         embeds = self.prompt_embeds.to(x.device)
         return predict_noise(self.unet, self.controlnet, x, cond, t, embeds, conditioning_scale)

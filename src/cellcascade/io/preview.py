@@ -1,4 +1,4 @@
-"""Preview PNGs: label images coloured with outlines, and galleries of single-cell masks."""
+"""Preview PNGs: label images coloured with outlines, galleries of single-cell masks, orthogonal views of volumes."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from skimage.color import label2rgb  # noqa: E402
 from skimage.segmentation import find_boundaries  # noqa: E402
+
+from cellcascade.errors import CellcascadeError  # noqa: E402
 
 
 def colour_labels(labels: np.ndarray, image: np.ndarray | None = None) -> np.ndarray:
@@ -63,4 +65,96 @@ def save_mask_gallery(path: str | Path, masks: np.ndarray, title: str = "", colu
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+
+def orthogonal_slices(volume: np.ndarray, position: tuple[int, int, int] | None = None) -> dict[str, np.ndarray]:
+    """The XY, XZ and YZ planes through `position` (default the centre voxel) of a (Z, Y, X) array.
+
+    Returns ``{"XY": volume[z] (Y, X), "XZ": volume[:, y] (Z, X), "YZ": volume[:, :, x] (Z, Y)}``.
+    """
+    z, y, x = (n // 2 for n in volume.shape) if position is None else position
+    return {"XY": volume[z], "XZ": volume[:, y], "YZ": volume[:, :, x]}
+
+
+def volume_preview_figure(labels: np.ndarray, image: np.ndarray | None = None,
+                          spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
+                          position: tuple[int, int, int] | None = None, title: str = ""):
+    """The figure that :func:`save_volume_preview` writes, for showing or testing; same arguments, less the path.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Per set (the image set first, if any) three axes, labelled (``Axes.get_label()``) "XY", "XZ" and "YZ".
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 3:
+        raise CellcascadeError(f"a volume preview needs (Z, Y, X) labels, got shape {labels.shape}")
+    if image is not None and np.shape(image) != labels.shape:
+        raise CellcascadeError(f"image shape {np.shape(image)} and labels shape {labels.shape} differ")
+    depth, rows, columns = labels.shape
+    dz, dy, dx = (float(s) for s in spacing)
+    sets = [(orthogonal_slices(labels, position), None)]
+    if image is not None:
+        image_slices = orthogonal_slices(np.asarray(image), position)
+        sets = [(None, image_slices), (sets[0][0], image_slices)]
+    width, height = columns * dx, rows * dy  # physical extent of the XY view
+    thickness = depth * dz
+    inches = 6.0 / (width + thickness)
+    fig = plt.figure(figsize=(len(sets) * (width + thickness) * inches + 0.2, (height + thickness) * inches + 0.5))
+    outer = fig.add_gridspec(1, len(sets), wspace=0.05)
+    for k, (label_slices, image_slices) in enumerate(sets):
+        grid = outer[k].subgridspec(2, 2, width_ratios=[width, thickness], height_ratios=[height, thickness],
+                                    wspace=0.02, hspace=0.02)
+        # (position in the grid, orientation, pixel aspect = height / width); YZ is drawn as (Y, Z), beside XY
+        views = {"XY": (grid[0, 0], lambda a: a, dy / dx), "XZ": (grid[1, 0], lambda a: a, dz / dx),
+                 "YZ": (grid[0, 1], lambda a: np.swapaxes(a, 0, 1), dy / dz)}
+        for name, (cell, orient, aspect) in views.items():
+            ax = fig.add_subplot(cell)
+            if label_slices is None:
+                ax.imshow(orient(image_slices[name]), cmap="gray", interpolation="nearest", aspect=aspect)
+            else:
+                background = None if image_slices is None else image_slices[name]
+                ax.imshow(orient(colour_labels(label_slices[name], background)), interpolation="nearest",
+                          aspect=aspect)
+            ax.set_label(name)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.text(0.02, 0.98, name, transform=ax.transAxes, color="yellow", fontsize=7, va="top")
+    heading = "image | labels" if image is not None else "labels"
+    fig.suptitle(f"{title}  ({heading}; voxel {dz:g} x {dy:g} x {dx:g})".strip(), fontsize=8)
+    return fig
+
+
+def save_volume_preview(path: str | Path, labels: np.ndarray, image: np.ndarray | None = None,
+                        spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
+                        position: tuple[int, int, int] | None = None, title: str = "") -> None:
+    """A PNG of a 3D label volume: XY, XZ and YZ slices with coloured cells and white outlines.
+
+    Orthogonal views as in Fiji: XY top left, XZ below it (z down), YZ on its right (z to the right), all through
+    `position` (z, y, x) (default the centre voxel). Pixels are drawn at their physical aspect, so z is stretched
+    by ``dz / dx`` and cells look as in space. With `image`, the intensity views come first and the labels are
+    drawn over them in a second set.
+
+    Parameters
+    ----------
+    path : path
+        The PNG to write.
+    labels : ndarray int, shape (Z, Y, X)
+        Instance labels, 0 = background.
+    image : ndarray, shape (Z, Y, X), optional
+        Intensities.
+    spacing : (float, float, float)
+        Voxel size (dz, dy, dx).
+    position : (int, int, int), optional
+        Voxel the three slices go through.
+    title : str
+
+    Examples
+    --------
+    >>> save_volume_preview("preview.png", labels, image, spacing=(2.0, 0.5, 0.5))  # doctest: +SKIP
+    """
+    fig = volume_preview_figure(labels, image, spacing, position, title)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)

@@ -27,14 +27,14 @@ class Population:
 
     Attributes
     ----------
-    labels : ndarray uint16, shape (Y, X)
+    labels : ndarray uint16, shape (Y, X) (or (Z, Y, X) from `place_cells_3d`)
         Instance labels: 0 = background, cells 1..n (unique, consecutive, in placement order).
     cells : list of dict
         One per placed cell, in id order: ``id`` (int), ``centroid`` ((y, x) floats, of its pixels in `labels`),
         ``source`` (index into the input shapes), ``rotation`` (degrees, counter-clockwise as displayed),
         ``flipped`` (mirrored left-right before rotating), ``scale`` (float), ``clustered`` (placed next to an
         existing cell by the clustering rule). ``transform_shape(shapes[source], rotation, flipped, scale)`` gives
-        the cell's full footprint.
+        the cell's full footprint (in 3D see `place_cells_3d`).
     requested : int
         Number of cells asked for; ``requested - len(cells)`` cells found no free position and were skipped.
     """
@@ -168,12 +168,13 @@ def place_cells(
     return Population(labels=labels, cells=cells, requested=requested)
 
 
-def _choose_offset(occupancy, footprint, spectrum, tolerance: float, gap: int | None, rng):
+def _choose_offset(occupancy, footprint, spectrum, tolerance: float, gap: int | tuple[int, ...] | None, rng):
     """A random free offset for `footprint`, or None if there is none.
 
     Free: the footprint lies inside the canvas and covers at most ``floor(tolerance * area)`` occupied pixels.
     With `gap`, only free offsets next to a cell are used if there are any: those from which a shift of at most
-    `gap` pixels along each axis (keeping the footprint inside the canvas) makes it touch a cell.
+    `gap` pixels along each axis (keeping the footprint inside the canvas) makes it touch a cell; `gap` is one int
+    or one per axis.
 
     Returns ``(offset, kept, clustered)``: `kept` (bool, footprint's shape) the footprint's free pixels there
     (face-connected), `clustered` whether the offset came from the next-to-a-cell set.
@@ -203,12 +204,16 @@ def _choose_offset(occupancy, footprint, spectrum, tolerance: float, gap: int | 
     return None
 
 
-def _grow_box(mask: np.ndarray, radius: int) -> np.ndarray:
-    """Binary dilation of `mask` (bool, any ndim) by a (2 radius + 1)-wide box, one axis at a time by shifted ORs."""
+def _grow_box(mask: np.ndarray, radius) -> np.ndarray:
+    """Binary dilation of `mask` (bool, any ndim) by a (2 radius + 1)-wide box, one axis at a time by shifted ORs.
+
+    `radius` is an int, or one int per axis (anisotropic voxels).
+    """
+    radii = (radius,) * mask.ndim if isinstance(radius, numbers.Integral) else tuple(radius)
     grown = mask.copy()
     for axis in range(mask.ndim):
         source = grown.copy()
-        for d in range(1, radius + 1):
+        for d in range(1, radii[axis] + 1):
             lower = [slice(None)] * mask.ndim
             upper = [slice(None)] * mask.ndim
             lower[axis], upper[axis] = slice(None, -d), slice(d, None)
@@ -236,7 +241,9 @@ def _check_canvas(canvas_shape) -> tuple[int, ...]:
     except TypeError:
         raise CellcascadeError(f"canvas_shape must be a (Y, X) tuple of sizes, got {canvas_shape!r}") from None
     if len(dims) != 2:
-        raise CellcascadeError(f"canvas_shape must be 2D (Y, X) for now, got {canvas_shape!r}")
+        raise CellcascadeError(
+            f"canvas_shape must be 2D (Y, X), got {canvas_shape!r}; use place_cells_3d for (Z, Y, X)"
+        )
     if not all(isinstance(n, numbers.Integral) and not isinstance(n, bool) and n > 0 for n in dims):
         raise CellcascadeError(f"canvas_shape sizes must be positive integers, got {canvas_shape!r}")
     return tuple(int(n) for n in dims)

@@ -104,3 +104,87 @@ def transform_shape(shape: np.ndarray, rotation: float = 0.0, flipped: bool = Fa
     (5, 1)
     """
     return apply_linear(shape, pose_matrix_2d(rotation, flipped, scale))
+
+
+
+def rotation_about_z(degrees: float) -> np.ndarray:
+    """Rotation (float64, (3, 3)) of physical (z, y, x) offsets by `degrees` in the (y, x) plane.
+
+    The (y, x) block is :func:`pose_matrix_2d`'s rotation (counter-clockwise as displayed); z is unchanged.
+    """
+    t = np.deg2rad(degrees)
+    return np.array([[1.0, 0.0, 0.0], [0.0, np.cos(t), -np.sin(t)], [0.0, np.sin(t), np.cos(t)]])
+
+
+def random_rotation(rng: np.random.Generator) -> np.ndarray:
+    """A uniformly random rotation (float64, (3, 3), on (z, y, x)): a normalised Gaussian quaternion, 4 draws."""
+    quaternion = rng.normal(size=4)
+    w, a, b, c = quaternion / np.linalg.norm(quaternion)
+    return np.array(
+        [
+            [1 - 2 * (b * b + c * c), 2 * (a * b - c * w), 2 * (a * c + b * w)],
+            [2 * (a * b + c * w), 1 - 2 * (a * a + c * c), 2 * (b * c - a * w)],
+            [2 * (a * c - b * w), 2 * (b * c + a * w), 1 - 2 * (a * a + b * b)],
+        ]
+    )
+
+
+def pose_matrix_3d(rotation, flipped: bool, scale: float, spacing=(1.0, 1.0, 1.0)) -> np.ndarray:
+    """Linear map on (z, y, x) voxel offsets: mirror along x (if `flipped`), scale, then rotate, in physical space.
+
+    With ``S = diag(spacing)`` the map is ``S^-1 (scale R M) S``: the rotation acts on physical offsets, so a cell
+    keeps its physical shape in anisotropic voxels.
+
+    Parameters
+    ----------
+    rotation : float or ndarray float, shape (3, 3)
+        Degrees about the z axis (:func:`rotation_about_z`), or a rotation matrix on physical (z, y, x) offsets.
+    flipped : bool
+        Mirror along x before rotating.
+    scale : float
+        Size factor (> 0), the same along every axis.
+    spacing : (float, float, float)
+        Voxel size (dz, dy, dx).
+
+    Returns
+    -------
+    ndarray float64, shape (3, 3)
+    """
+    matrix = np.asarray(rotation, dtype=float)
+    if matrix.ndim == 0:
+        matrix = rotation_about_z(float(matrix))
+    mirror = np.diag([1.0, 1.0, -1.0 if flipped else 1.0])
+    s = np.asarray(spacing, dtype=float)
+    return (scale * matrix @ mirror) * s[None, :] / s[:, None]
+
+
+def transform_shape_3d(shape: np.ndarray, rotation=0.0, flipped: bool = False, scale: float = 1.0,
+                       spacing=(1.0, 1.0, 1.0)) -> np.ndarray:
+    """The footprint of a 3D cell at a given pose (the shape `place_cells_3d` pastes for a cell-table row).
+
+    Parameters
+    ----------
+    shape : ndarray bool, shape (Z, Y, X)
+        One connected cell in voxels of size `spacing`.
+    rotation : float or ndarray float, shape (3, 3)
+        Degrees about z, or a rotation matrix on physical (z, y, x) offsets.
+    flipped : bool
+        Mirrored along x before the rotation.
+    scale : float
+        Size factor (> 0).
+    spacing : (float, float, float)
+        (dz, dy, dx).
+
+    Returns
+    -------
+    ndarray bool, shape (Z', Y', X')
+        Connected, cropped to its bounding box.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> bar = np.zeros((1, 1, 5), bool); bar[0, 0, :] = True
+    >>> transform_shape_3d(bar, rotation=90).shape
+    (1, 5, 1)
+    """
+    return apply_linear(shape, pose_matrix_3d(rotation, flipped, scale, spacing))

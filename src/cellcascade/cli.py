@@ -365,9 +365,6 @@ def _run_generate(args: argparse.Namespace) -> None:
     # Under `accelerate launch` every process takes a share of the sample indices; the main process owns OUT.
     with output_folder(args.out, args.overwrite, shared=state.num_processes > 1, is_main=state.is_main_process,
                        wait=state.wait_for_everyone) as tmp:
-        if args.model == DEFAULT_MASK_MODEL and not (default_cascade() / "cascade.json").exists():
-            raise CellcascadeError("this version ships only the mask stage of the default cascade; use 'populate "
-                                   "default' for label images, or train a full cascade with 'cellcascade fit'")
         cascade = Cascade.load(default_cascade() if args.model == DEFAULT_MASK_MODEL else args.model,
                                device=str(state.device) if args.device != "cpu" else "cpu")
         cascade.masks.use_sampler(args.sampler)

@@ -11,7 +11,7 @@ from cellcascade.data.annotated import AnnotatedImage
 from cellcascade.errors import CellcascadeError
 from cellcascade.imaging.background import background_field, background_level, background_mask, slow_variation
 from cellcascade.imaging.noise import add_noise, censored_values, fit_noise, quantization_step
-from cellcascade.imaging.psf import fit_psf_sigma
+from cellcascade.imaging.psf import AXIAL_RATIO, fit_psf_sigma, volume_psf_sigmas
 
 # The background's smoothing scale is this fraction of the smaller lateral image side (at least MIN_BACKGROUND_SCALE).
 BACKGROUND_SCALE_FRACTION = 1.0 / 16.0
@@ -170,6 +170,39 @@ class ImagingModel:
         if clean.ndim == 3:
             sigma = (self.psf_sigma if self.psf_sigma_z is None else self.psf_sigma_z,) + sigma
         return ndi.gaussian_filter(np.asarray(clean, dtype=np.float32), sigma, mode="nearest")
+
+    def blur_volume(
+        self,
+        volume: np.ndarray,
+        spacing: tuple[float, float, float],
+        *,
+        axial_ratio: float = AXIAL_RATIO,
+        lateral: bool = True,
+    ) -> np.ndarray:
+        """Anisotropic Gaussian PSF blur of a (Z, Y, X) volume with voxel size `spacing`.
+
+        Parameters
+        ----------
+        volume : ndarray float (Z, Y, X)
+        spacing : (dz, dy, dx)
+            Voxel size (any one unit; the lateral pixel of the fitted data is taken to be dy).
+        axial_ratio : float
+            Axial / lateral PSF width where no axial sigma was fitted (``psf_sigma_z`` None, i.e. 2D data); see
+            :func:`~cellcascade.imaging.psf.volume_psf_sigmas`.
+        lateral : bool
+            Blur along Y and X too; False blurs along z only (for signals that already carry the lateral blur,
+            such as slices drawn by the texture model).
+
+        Returns
+        -------
+        ndarray float32 (Z, Y, X)
+        """
+        volume = np.asarray(volume)
+        if volume.ndim != 3:
+            raise CellcascadeError(f"expected a 3D (Z, Y, X) volume, found shape {volume.shape}")
+        sigma_z, sigma_y, sigma_x = volume_psf_sigmas(self.psf_sigma, self.psf_sigma_z, spacing, axial_ratio)
+        sigma = (sigma_z, sigma_y, sigma_x) if lateral else (sigma_z, 0.0, 0.0)
+        return ndi.gaussian_filter(np.asarray(volume, dtype=np.float32), sigma, mode="nearest")
 
     def apply(self, clean: np.ndarray, rng: np.random.Generator | int | None = None, blur: bool = True) -> np.ndarray:
         """Image a clean signal: blur, add background, add noise, round and clip to the real dtype.

@@ -25,6 +25,9 @@ PSF_SIGMA_RANGE = (0.3, 8.0)
 EDGE_BAND = 8
 # At most this many cells enter the fit (a fixed-seed random subset), to keep fitting fast on large data.
 MAX_CELLS = 300
+# Axial / lateral width of the PSF when no axial width was fitted (2D training data). Diffraction theory gives about
+# 3-4.5 for widefield and confocal objectives of NA 0.8-1.4; 3 is a moderate choice.
+AXIAL_RATIO = 3.0
 
 
 def _cell_windows(items: list[AnnotatedImage], max_cells: int = MAX_CELLS) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, float]]:
@@ -123,3 +126,46 @@ def fit_psf_sigma(items: list[AnnotatedImage]) -> tuple[float, float | None]:
     sigma_z = fit_1d(lambda s: (s,) + (sigma,) * (ndim - 1))
     sigma = fit_1d(lambda s: (sigma_z,) + (s,) * (ndim - 1))
     return float(np.clip(sigma, low, high)), float(np.clip(sigma_z, low, high))
+
+
+def volume_psf_sigmas(
+    psf_sigma: float,
+    psf_sigma_z: float | None,
+    spacing: tuple[float, float, float],
+    axial_ratio: float = AXIAL_RATIO,
+) -> tuple[float, float, float]:
+    """Gaussian PSF sigmas in voxels (z, y, x) for a volume with voxel size `spacing`.
+
+    Parameters
+    ----------
+    psf_sigma : float
+        Lateral sigma in pixels (the lateral pixel size of the fitted data is taken to be dy = dx of the volume).
+    psf_sigma_z : float or None
+        Axial sigma in z-slices, fitted on 3D data with this volume's z spacing: used as it is. None (2D data):
+        the axial width is `axial_ratio` times the lateral width in physical units, i.e.
+        ``axial_ratio * psf_sigma * dy / dz`` slices.
+    spacing : (dz, dy, dx)
+        Voxel size (any one unit).
+    axial_ratio : float
+        Axial / lateral PSF width, used only when `psf_sigma_z` is None.
+
+    Returns
+    -------
+    (sigma_z, sigma_y, sigma_x) in voxels.
+
+    Examples
+    --------
+    >>> volume_psf_sigmas(1.0, None, (2.0, 0.5, 0.5))
+    (0.75, 1.0, 1.0)
+    """
+    try:
+        dz, dy, dx = (float(s) for s in spacing)
+    except (TypeError, ValueError):
+        raise CellcascadeError(f"spacing must be three numbers (dz, dy, dx), not {spacing!r}") from None
+    if not all(np.isfinite(v) and v > 0 for v in (dz, dy, dx)):
+        raise CellcascadeError(f"spacing must be three positive numbers (dz, dy, dx), not {spacing!r}")
+    if not (np.isfinite(axial_ratio) and axial_ratio > 0):
+        raise CellcascadeError(f"the axial PSF ratio must be a positive number, not {axial_ratio}")
+    sigma_x = float(psf_sigma) * dy / dx  # psf_sigma is in units of dy
+    sigma_z = float(psf_sigma_z) if psf_sigma_z is not None else float(axial_ratio) * float(psf_sigma) * dy / dz
+    return sigma_z, float(psf_sigma), sigma_x

@@ -192,6 +192,7 @@ def test_missing_axial_sigma():
     assert missing_axial_sigma(model, (1.0, 1.0, 1.0), axial_ratio=3.0) == pytest.approx(np.sqrt(8))
     assert missing_axial_sigma(model, (2.0, 0.5, 0.5), axial_ratio=3.0) == pytest.approx(np.sqrt(8) * 0.5 / 2.0)
     assert missing_axial_sigma(model, (1.0, 1.0, 1.0), axial_ratio=1.0) == 0  # nothing missing
+    assert missing_axial_sigma(model, (1.0, 1.0, 1.0)) == 0  # 2D-fitted model, no ratio given: no axial PSF known
     fitted = ImagingModel(psf_sigma=1.0, psf_sigma_z=2.0)  # fitted on 3D data: 2 slices of dz = 1.5 → 3 units
     assert missing_axial_sigma(fitted, (1.5, 1.0, 1.0)) == pytest.approx(np.sqrt(9 - 1) / 1.5)
 
@@ -203,14 +204,17 @@ def test_finish_volume_smooths_along_z_and_restores_the_noise():
     texture = np.stack([ndi.gaussian_filter(np.random.default_rng(z).normal(0, 60, (48, 48)), 2) for z in range(12)])
     clean = (100.0 + (200.0 + texture) * (labels > 0)).astype(np.float32)
     imaging = ImagingModel(dtype="uint16", background_level=100, psf_sigma=1.0, noise_gain=0.0, noise_offset=25.0)
-    out = finish_volume(clean, imaging, (1.0, 1.0, 1.0), rng=0)
+    out = finish_volume(clean, imaging, (1.0, 1.0, 1.0), rng=0, axial_ratio=3.0)
     assert out.shape == labels.shape and out.dtype == np.uint16
     raw = finish_volume(clean, imaging, (1.0, 1.0, 1.0), rng=0, axial_blur=False)
+    np.testing.assert_array_equal(raw, finish_volume(clean, imaging, (1.0, 1.0, 1.0), rng=0))  # none known
+    fitted = ImagingModel(dtype="uint16", background_level=100, psf_sigma=1.0, psf_sigma_z=3.0, noise_offset=25.0)
+    np.testing.assert_array_equal(out, finish_volume(clean, fitted, (1.0, 1.0, 1.0), rng=0))  # 3 = 3 · 1
     assert stripe_score(raw, labels, (1, 1, 1)) > 2
     assert stripe_score(out, labels, (1, 1, 1)) < 0.5 * stripe_score(raw, labels, (1, 1, 1))
     assert adjacent_slice_correlation(out, labels) > adjacent_slice_correlation(raw, labels) + 0.3
     assert out[:, :5, :5].astype(float).std() == pytest.approx(5, rel=0.2)  # the missing noise (std 5) is added
-    np.testing.assert_array_equal(out, finish_volume(clean, imaging, (1, 1, 1), rng=0))
+    np.testing.assert_array_equal(out, finish_volume(clean, imaging, (1, 1, 1), rng=0, axial_ratio=3.0))
     assert np.array_equal(smooth_along_z(clean, 0), clean)
     assert adjacent_slice_correlation(smooth_along_z(clean, 2.0), labels) > adjacent_slice_correlation(clean, labels)
     with pytest.raises(CellcascadeError, match="3D"):

@@ -17,12 +17,16 @@ Gaussian process along z whose every slice is standard normal white noise (what 
 * ``correlation_length=L``: one AR(1) coefficient for all frequencies, ``rho = exp(-dz / L)``;
   ``L = 0`` gives independent slices, ``L = inf`` one noise shared by every slice (the paper's shared noise base).
 
-The samplers add no noise of their own after the first step (DDIM eta = 0, DPM-Solver++), so nothing else needs to
-be correlated. :func:`finish_volume` then applies what the 2D model cannot know: the part of the axial PSF that
-the slices lack (a Gaussian along z, :func:`missing_axial_sigma`) and the camera noise that is still missing,
-which is independent from voxel to voxel as in a real stack.
+The samplers draw no noise during sampling (DDIM eta = 0, DPM-Solver++), so nothing else needs to be
+correlated. :func:`finish_volume` then applies what the 2D model cannot know: the part of the axial PSF that
+the slices lack (a Gaussian along z, :func:`missing_axial_sigma`; only where an axial PSF is known) and the camera
+noise that is still missing, which is independent from voxel to voxel as in a real stack.
 
-Measured with :mod:`cellcascade.evaluation.continuity`; see ``benchmarks/results/texture3d_continuity.md``.
+Measured on the BBBC050 labels (every 2nd slice, dz = 2 px) with the budget-sample texture model: independent
+noise gives an adjacent-slice correlation inside cells of 0.29 and a stripe score of 3.4 (stripes), the paper's
+shared noise 0.86 and 0.67 (texture extruded along z), the isotropic default 0.48 and 2.1 — the real BBBC050 volume
+at its original z step gives 0.50 and 1.9 (metrics: :mod:`cellcascade.evaluation.continuity`; figures:
+``benchmarks/results/texture3d_continuity.md``).
 """
 
 from __future__ import annotations
@@ -254,23 +258,36 @@ def smooth_along_z(volume: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def missing_axial_sigma(
-    imaging: ImagingModel, spacing: tuple[float, float, float], axial_ratio: float = AXIAL_RATIO
+    imaging: ImagingModel, spacing: tuple[float, float, float], axial_ratio: float | None = None
 ) -> float:
     """Gaussian sigma along z (slices) that a textured volume still lacks to show the imaging model's axial PSF.
 
     The texture model's slices carry the lateral blur (sigma ``s_xy`` = ``psf_sigma · dy``); with initial noise
     correlated as in an isotropic field their structure along z is about as wide as along Y/X, so about ``s_xy``
-    is present along z too. The axial PSF ``s_z`` (:func:`~cellcascade.imaging.psf.volume_psf_sigmas`) needs
-    ``sqrt(s_z² - s_xy²) / dz`` slices more (0 when ``s_z ≤ s_xy``).
+    is present along z too. An axial PSF ``s_z`` needs ``sqrt(s_z² - s_xy²) / dz`` slices more (0 when
+    ``s_z ≤ s_xy``).
+
+    Parameters
+    ----------
+    imaging : ImagingModel
+        ``psf_sigma_z`` (fitted on 3D data with this z spacing), when set, gives ``s_z``.
+    spacing : (dz, dy, dx)
+    axial_ratio : float or None
+        Without a fitted axial sigma: ``s_z = axial_ratio · s_xy``; None: no axial PSF is known, 0 is returned.
 
     Examples
     --------
     >>> model = ImagingModel(psf_sigma=1.0)
     >>> round(missing_axial_sigma(model, (2.0, 1.0, 1.0), axial_ratio=3.0), 4)  # sqrt(3² - 1²) / 2
     1.4142
+    >>> missing_axial_sigma(model, (2.0, 1.0, 1.0))
+    0.0
     """
     dz, dy, _ = check_spacing(spacing)
-    sigma_z, _, _ = volume_psf_sigmas(imaging.psf_sigma, imaging.psf_sigma_z, spacing, axial_ratio)
+    if imaging.psf_sigma_z is None and axial_ratio is None:
+        return 0.0
+    ratio = AXIAL_RATIO if axial_ratio is None else axial_ratio  # unused when psf_sigma_z is set
+    sigma_z, _, _ = volume_psf_sigmas(imaging.psf_sigma, imaging.psf_sigma_z, spacing, ratio)
     total, present = sigma_z * dz, imaging.psf_sigma * dy
     return math.sqrt(max(total * total - present * present, 0.0)) / dz
 
@@ -282,15 +299,20 @@ def finish_volume(
     rng: np.random.Generator | int | None = None,
     *,
     axial_blur: bool = True,
-    axial_ratio: float = AXIAL_RATIO,
+    axial_ratio: float | None = None,
 ) -> np.ndarray:
     """Stage 6 on a textured volume: the missing axial blur, then the missing camera noise, rounding and clipping.
 
     The slices from :func:`texture_volume` carry the lateral blur and part of the noise already (the 2D model
-    learned them); they lack the wider blur along z. A Gaussian along z of :func:`missing_axial_sigma` slices adds
-    it (which also removes part of the model's noise); the noise still missing relative to the fitted
-    Poisson-Gaussian model is then added independently per voxel (:func:`cellcascade.pipelines.cascade.finish_image`,
-    which works on volumes).
+    learned them); what they lack along z is the part of the axial PSF wider than the lateral one. A Gaussian along
+    z of :func:`missing_axial_sigma` slices adds it (which also removes part of the model's noise); the noise still
+    missing relative to the fitted Poisson-Gaussian model is then added independently per voxel
+    (:func:`cellcascade.pipelines.cascade.finish_image`, which works on volumes).
+
+    By default the axial PSF is the fitted one (``imaging.psf_sigma_z``, from 3D training data) and none is added
+    for an imaging model fitted on 2D data: on the BBBC050 reference the textured volume without extra axial blur
+    matched the real continuity figures best, and an assumed ratio (1.5 or 3) made it smoother along z than the
+    real volume (``benchmarks/results/texture3d_continuity.md``). Pass `axial_ratio` for a known anisotropic PSF.
 
     Parameters
     ----------
@@ -300,8 +322,8 @@ def finish_volume(
     rng : numpy Generator, int or None
     axial_blur : bool
         False skips the blur (noise, rounding and clipping only).
-    axial_ratio : float
-        Axial / lateral PSF width when the imaging model has no fitted axial sigma (2D data).
+    axial_ratio : float or None
+        Axial / lateral PSF width where the imaging model has no fitted axial sigma (2D data); None = no blur then.
 
     Returns
     -------

@@ -300,3 +300,14 @@ def test_bad_input_is_a_clear_error():
     disagree[0, :2, :2] = 1  # the top view shows a speck in a corner that no side view sees
     with pytest.raises(CellcascadeError, match="visual hull is empty"):
         fit_sdf(disagree, views)
+
+
+def test_render_silhouettes_accepts_rotated_and_flipped_views():
+    """np.rot90 / flipped views (negative strides) render like their contiguous copies."""
+    from cellcascade.reconstruction.cameras import render_silhouettes, ring_views
+
+    zz, yy, xx = np.mgrid[:12, :16, :20]
+    box = (np.abs(zz - 5.5) < 3) & (np.abs(yy - 7.5) < 5) & (np.abs(xx - 9.5) < 7)
+    view = np.rot90(box, axes=(1, 2))[:, ::-1]
+    np.testing.assert_array_equal(render_silhouettes(view, ring_views(2), size=16),
+                                  render_silhouettes(view.copy(), ring_views(2), size=16))

@@ -246,7 +246,7 @@ def _check_mask(volume_mask) -> np.ndarray:
         raise CellcascadeError(f"a cell mask must be (Z, Y, X) or (N, Z, Y, X), got shape {mask.shape}")
     if not mask.reshape(-1, *mask.shape[-3:]).any(axis=(1, 2, 3)).all():
         raise CellcascadeError("a cell mask is empty: nothing to render")
-    return mask
+    return np.ascontiguousarray(mask)  # views with negative strides (np.rot90, flips) cannot become tensors
 
 
 def _check_spacing(spacing) -> np.ndarray:

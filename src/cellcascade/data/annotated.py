@@ -68,3 +68,18 @@ def require_ndim(items: list[AnnotatedImage], ndim: int) -> None:
         if item.ndim != ndim:
             found = "3D" if item.ndim == 3 else "2D"
             raise CellcascadeError(f"{item.name}: {ndim}D data is required here, found {found} of shape {item.labels.shape}")
+
+
+def check_spacing(spacing, ndim: int = 3, name: str = "spacing") -> tuple[float, ...]:
+    """`spacing` (voxel or pixel size, (dz, dy, dx) or (dy, dx)) as `ndim` positive finite floats.
+
+    Raises CellcascadeError (one line) otherwise.
+    """
+    try:
+        values = tuple(float(s) for s in spacing)
+    except (TypeError, ValueError):
+        raise CellcascadeError(f"{name} must be {ndim} positive numbers, got {spacing!r}") from None
+    if len(values) != ndim or not all(np.isfinite(s) and s > 0 for s in values):
+        axes = "(dz, dy, dx)" if ndim == 3 else "(dy, dx)"
+        raise CellcascadeError(f"{name} must be {ndim} positive numbers {axes}, got {spacing!r}")
+    return values

@@ -25,6 +25,7 @@ import math
 
 import numpy as np
 
+from cellcascade.data.annotated import check_spacing
 from cellcascade.errors import CellcascadeError
 
 # A slice pair enters the correlation only if its cells share at least this many pixels.
@@ -173,7 +174,7 @@ def stripe_score(volume: np.ndarray, labels: np.ndarray, spacing: tuple[float, f
     True
     """
     volume, labels = _check_volume(volume, labels)
-    spacing = _check_spacing(spacing)
+    spacing = check_spacing(spacing)
     dz_sum, dz_count = _squared_increments(volume, labels, 0, 1)
     if dz_count == 0:
         raise CellcascadeError("no two z-neighbouring voxels belong to one cell")
@@ -200,16 +201,6 @@ def stripe_score(volume: np.ndarray, labels: np.ndarray, spacing: tuple[float, f
     if lateral <= 0:
         raise CellcascadeError("the volume is constant along Y and X inside the cells")
     return float((dz_sum / dz_count) / lateral)
-
-
-def _check_spacing(spacing) -> tuple[float, float, float]:
-    try:
-        values = tuple(float(s) for s in spacing)
-    except (TypeError, ValueError):
-        raise CellcascadeError(f"spacing must be three numbers (dz, dy, dx), not {spacing!r}") from None
-    if len(values) != 3 or not all(np.isfinite(v) and v > 0 for v in values):
-        raise CellcascadeError(f"spacing must be three positive numbers (dz, dy, dx), not {spacing!r}")
-    return values
 
 
 def continuity_scores(volume: np.ndarray, labels: np.ndarray, spacing: tuple[float, float, float]) -> dict[str, float]:

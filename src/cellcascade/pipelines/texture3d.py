@@ -39,6 +39,7 @@ from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 from scipy import ndimage as ndi
 from tqdm.auto import tqdm
 
+from cellcascade.data.annotated import check_spacing
 from cellcascade.errors import CellcascadeError
 from cellcascade.imaging.model import ImagingModel
 from cellcascade.imaging.psf import AXIAL_RATIO, volume_psf_sigmas
@@ -55,17 +56,6 @@ def check_label_volume(labels: np.ndarray) -> np.ndarray:
     if min(labels.shape) < 1:
         raise CellcascadeError(f"the label volume is empty (shape {labels.shape})")
     return labels
-
-
-def check_spacing(spacing) -> tuple[float, float, float]:
-    """Return `spacing` as three positive floats (dz, dy, dx); raise CellcascadeError otherwise."""
-    try:
-        values = tuple(float(s) for s in spacing)
-    except (TypeError, ValueError):
-        raise CellcascadeError(f"spacing must be three numbers (dz, dy, dx), not {spacing!r}") from None
-    if len(values) != 3 or not all(math.isfinite(v) and v > 0 for v in values):
-        raise CellcascadeError(f"spacing must be three positive numbers (dz, dy, dx), not {spacing!r}")
-    return values
 
 
 def check_deterministic_sampler(scheduler) -> None:

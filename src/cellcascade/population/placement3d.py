@@ -13,6 +13,7 @@ import numbers
 
 import numpy as np
 
+from cellcascade.data.annotated import check_spacing
 from cellcascade.errors import CellcascadeError
 from cellcascade.population.occupancy import Occupancy
 from cellcascade.population.placement import (
@@ -114,7 +115,7 @@ def place_cells_3d(
     ((16, 64, 64), 10)
     """
     volume_shape = _check_volume(volume_shape)
-    spacing = _check_spacing(spacing)
+    spacing = check_spacing(spacing)
     shapes = _check_shapes(shapes, 3)
     clustering = _check_fraction(clustering, "clustering", upper_open=False)
     overlap_tolerance = _check_fraction(overlap_tolerance, "overlap_tolerance", upper_open=True)
@@ -176,16 +177,6 @@ def _check_volume(volume_shape) -> tuple[int, int, int]:
     if not all(isinstance(n, numbers.Integral) and not isinstance(n, bool) and n > 0 for n in dims):
         raise CellcascadeError(f"volume_shape sizes must be positive integers, got {volume_shape!r}")
     return tuple(int(n) for n in dims)
-
-
-def _check_spacing(spacing) -> tuple[float, float, float]:
-    try:
-        values = tuple(float(s) for s in spacing)
-    except (TypeError, ValueError):
-        raise CellcascadeError(f"spacing must be three positive numbers (dz, dy, dx), got {spacing!r}") from None
-    if len(values) != 3 or not all(math.isfinite(s) and s > 0 for s in values):
-        raise CellcascadeError(f"spacing must be three positive numbers (dz, dy, dx), got {spacing!r}")
-    return values
 
 
 def _check_rotate(rotate) -> str:

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cellcascade.data.annotated import check_spacing
 from cellcascade.errors import CellcascadeError
 
 # The cell's largest radius, as a fraction of the frame's half-width, when the frame is derived from the mask.
@@ -136,7 +137,7 @@ def mask_frame(volume_mask: np.ndarray, spacing=(1.0, 1.0, 1.0), margin: float =
         Physical half-width: ``margin`` times the largest distance from the centroid to a voxel's far corner.
     """
     mask = _check_mask(volume_mask)
-    spacing = _check_spacing(spacing)
+    spacing = np.asarray(check_spacing(spacing), dtype=np.float64)
     if mask.ndim != 3:
         raise CellcascadeError(f"mask_frame takes one (Z, Y, X) mask, got shape {mask.shape}")
     index = np.argwhere(mask).astype(np.float64)
@@ -199,7 +200,7 @@ def render_silhouettes(
         raise CellcascadeError(f"volume_mask must be (Z, Y, X) or (N, Z, Y, X), got shape {volume_mask.shape}")
     if not isinstance(views, Views):
         raise CellcascadeError("views must be a cellcascade.reconstruction.Views")
-    spacing = _check_spacing(spacing)
+    spacing = np.asarray(check_spacing(spacing), dtype=np.float64)
     size = int(size)
     if size < 2:
         raise CellcascadeError(f"silhouette size must be at least 2 pixels, got {size}")
@@ -247,10 +248,3 @@ def _check_mask(volume_mask) -> np.ndarray:
     if not mask.reshape(-1, *mask.shape[-3:]).any(axis=(1, 2, 3)).all():
         raise CellcascadeError("a cell mask is empty: nothing to render")
     return np.ascontiguousarray(mask)  # views with negative strides (np.rot90, flips) cannot become tensors
-
-
-def _check_spacing(spacing) -> np.ndarray:
-    spacing = np.asarray(spacing, dtype=np.float64)
-    if spacing.shape != (3,) or not np.all(spacing > 0) or not np.all(np.isfinite(spacing)):
-        raise CellcascadeError(f"spacing must be three positive numbers (dz, dy, dx), got {spacing.tolist()}")
-    return spacing

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cellcascade.data.annotated import check_spacing  # noqa: F401  (re-exported for shapes3d)
 from cellcascade.errors import CellcascadeError
 
 
@@ -33,18 +34,6 @@ class Ellipse:
     semi_major: float
     semi_minor: float
     angle: float
-
-
-def check_spacing(spacing, ndim: int, name: str = "spacing") -> tuple[float, ...]:
-    """`spacing` as a tuple of `ndim` positive finite floats; CellcascadeError otherwise."""
-    try:
-        values = tuple(float(s) for s in spacing)
-    except (TypeError, ValueError):
-        raise CellcascadeError(f"{name} must be {ndim} positive numbers, got {spacing!r}") from None
-    if len(values) != ndim or not all(math.isfinite(s) and s > 0 for s in values):
-        axes = "(dz, dy, dx)" if ndim == 3 else "(dy, dx)"
-        raise CellcascadeError(f"{name} must be {ndim} positive numbers {axes}, got {spacing!r}")
-    return values
 
 
 def check_mask(mask, ndim: int, name: str = "mask") -> np.ndarray:

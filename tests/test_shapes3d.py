@@ -187,3 +187,16 @@ def test_baselines_bad_input_raise_one_line_errors():
         with pytest.raises(CellcascadeError, match=match) as info:
             call()
         assert "\n" not in str(info.value)
+
+
+def test_centred_iou_ignores_position_and_scores_shape():
+    from cellcascade.shapes3d import centred_iou
+
+    cube = np.ones((2, 3, 4), bool)
+    assert centred_iou(cube, np.pad(cube, ((5, 0), (1, 7), (0, 2)))) == 1.0  # same shape elsewhere
+    assert centred_iou(cube, np.ones((2, 3, 8), bool)) == pytest.approx(0.5)  # half of it, centred
+    zz, yy, xx = np.mgrid[-8:9, -8:9, -8:9]
+    small, large = zz**2 + yy**2 + xx**2 <= 25, zz**2 + yy**2 + xx**2 <= 64
+    assert centred_iou(small, np.pad(large, ((3, 0), (0, 0), (0, 2)))) == pytest.approx(small.sum() / large.sum())
+    with pytest.raises(CellcascadeError, match="empty"):
+        centred_iou(cube, np.zeros((2, 2, 2), bool))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import sys
 from pathlib import Path
@@ -134,17 +135,48 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a local diffusers-format Stable Diffusion folder (unet/, scheduler/, safetensors): the texture "
                    "stage becomes a ControlNet trained on it with the label image as control and an empty prompt "
                    "(the paper's set-up; for GPU users). Default: a conditional UNet trained from scratch")
+    p.add_argument("--3d", dest="three_d", action="store_true",
+                   help="also train the 3D stage (multiview model), so that `generate --dim 3` works: from the 2D "
+                   "masks through the built-in 3D shape prior, plus the cells of --masks-3d if given")
+    p.add_argument("--masks-3d", type=Path, default=None, metavar="DATA3D",
+                   help="optional 3D annotations for the 3D stage (a CTC folder or NAME.tif + NAME_masks.tif "
+                   "volumes; only the masks are used); implies --3d")
+    p.add_argument("--masks-3d-z-step", type=float, default=1.0, metavar="DZ",
+                   help="z spacing of --masks-3d in xy pixels (default 1: isotropic)")
+    p.add_argument("--axial-ratio", type=float, nargs=2, default=(0.6, 1.0), metavar=("MIN", "MAX"),
+                   help="the 3D shape prior's cell height / xy diameter, drawn per shape from this range "
+                   "(default 0.6 1.0; 1 = as high as wide)")
+    p.add_argument("--views", type=_positive_int, default=8, metavar="K",
+                   help="side views generated per cell by the multiview model (default 8)")
+    p.add_argument("--multiview-steps", type=_positive_int, default=1500,
+                   help="multiview model optimizer steps (default 1500)")
     _add_common(p)
 
     p = sub.add_parser("generate", help="generate synthetic images with dense instance labels from a cascade",
                        description="Generate N synthetic (image, labels) pairs from a cascade model folder. Writes "
                        "the pairs in --format, manifest.json (version, configuration, per-sample seeds, per-cell "
                        "tables) and preview.png (image | labels overlay). Sample i depends only on --seed and i, "
-                       "also when the run is split over several processes with accelerate launch.")
+                       "also when the run is split over several processes with accelerate launch. With --dim 3: "
+                       "volumes (Z, Y, X) whose cells are 2D masks lifted to 3D by the multiview model and the "
+                       "surface reconstruction, textured slice by slice with z-correlated noise; 3D TIFF/CTC/OME-Zarr "
+                       "with the voxel size, preview of XY, XZ and YZ slices.")
     p.add_argument("model", help=f"cascade folder written by fit, or '{DEFAULT_MASK_MODEL}' for the shipped cascade")
     p.add_argument("--n", type=_positive_int, default=4, help="number of images (default 4)")
-    p.add_argument("--size", type=_positive_int, nargs=2, default=(256, 256), metavar=("H", "W"),
-                   help="image size in pixels of the training data (default 256 256)")
+    p.add_argument("--dim", type=int, choices=[2, 3], default=2,
+                   help="2: images (Y, X); 3: volumes (Z, Y, X), for a cascade with a 3D stage (fit --3d; the "
+                   "shipped one has it) (default 2)")
+    p.add_argument("--size", type=_positive_int, nargs="+", default=None, metavar="N",
+                   help="H W in pixels of the training data (default 256 256), or Z Y X voxels with --dim 3 "
+                   "(default 32 256 256)")
+    p.add_argument("--z-step", type=float, default=2.0, metavar="DZ",
+                   help="--dim 3: z spacing in xy pixels of the training data (default 2)")
+    p.add_argument("--pixel-size", type=float, default=None, metavar="UM",
+                   help="xy pixel size of the training data in micrometres, written to the files' metadata "
+                   "(voxel size DZ*UM x UM x UM in 3D); default: none in 2D, 1 in 3D")
+    p.add_argument("--multiview-steps", type=_positive_int, default=20,
+                   help="--dim 3: multiview sampler steps (default 20)")
+    p.add_argument("--fit-steps", type=_positive_int, default=50,
+                   help="--dim 3: optimizer steps of the fast surface reconstruction per batch of cells (default 50)")
     p.add_argument("--format", choices=["tiff", "ctc", "ome-zarr"], default="tiff",
                    help="tiff: NAME.tif + NAME_masks.tif pairs; ctc: Cell Tracking Challenge layout (01/t000.tif, "
                    "01_GT/SEG/man_seg000.tif); ome-zarr: one .ome.zarr per image with labels/cells (default tiff)")
@@ -207,7 +239,8 @@ def _add_population_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cells", type=_count_range, default=(40, 49), metavar="N|MIN-MAX",
                    help="cells per image, a number or a range (default 40-49, as in the paper)")
     p.add_argument("--density", type=float, default=None, metavar="D",
-                   help="cells per 10^4 pixels instead of --cells (the embedded sample has 4.8)")
+                   help="cells per 10^4 pixels instead of --cells (the embedded sample has 4.8); with "
+                   "generate --dim 3, cells per 10^6 cubic pixels (of the training data's xy pixel)")
     p.add_argument("--clustering", type=_probability, default=0.3, metavar="P",
                    help="probability in [0, 1] that a cell is placed next to an existing one: 0 scattered, "
                    "1 colonies (default 0.3)")
@@ -216,7 +249,8 @@ def _add_population_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overlap", type=float, default=0.0, metavar="F",
                    help="fraction of a cell's pixels allowed to overlap others, in [0, 1) (default 0)")
     p.add_argument("--shapes-per-image", type=_positive_int, default=16,
-                   help="masks sampled per image; cells reuse them in random poses (default 16)")
+                   help="masks sampled per image (per volume with --dim 3, each lifted to 3D); cells reuse them in "
+                   "random poses (default 16)")
     _add_sampler(p)
 
 
@@ -346,8 +380,41 @@ def _run_fit(args: argparse.Namespace) -> None:
     fit_cascade(items, args.out, mask_config=config(args.mask_steps, 3e-4),
                 texture_config=config(args.texture_steps, texture_lr), crop_size=args.crop_size,
                 patch_size=args.patch_size, preset=args.preset, device=args.device, progress=not args.quiet,
-                pretrained=args.pretrained)
+                pretrained=args.pretrained, multiview=_multiview_stage(args, config))
     print(f"wrote {args.out}")
+
+
+def _multiview_stage(args: argparse.Namespace, config):
+    """The 3D stage's settings from fit's options (None without --3d / --masks-3d)."""
+    from cellcascade.data import read_dataset
+    from cellcascade.pipelines.cascade import MultiviewStage
+    from cellcascade.training.multiview import MultiviewDataConfig
+
+    if not (args.three_d or args.masks_3d is not None):
+        return None
+    low, high = args.axial_ratio
+    if not (math.isfinite(low) and math.isfinite(high) and 0 < low <= high):
+        raise CellcascadeError(f"--axial-ratio needs 0 < MIN <= MAX, not {low} {high}")
+    dz = args.masks_3d_z_step
+    if not (math.isfinite(dz) and dz > 0):
+        raise CellcascadeError(f"--masks-3d-z-step must be a positive number, not {dz}")
+    volumes = read_dataset(args.masks_3d, dense=True) if args.masks_3d is not None else []
+    if args.masks_3d is not None and any(v.ndim != 3 for v in volumes):
+        raise CellcascadeError(f"{args.masks_3d}: --masks-3d must hold 3D (Z, Y, X) annotations")
+    data = MultiviewDataConfig(n_side=args.views, spacing=(dz, 1.0, 1.0), axial_ratio=(low, high), seed=args.seed)
+    return MultiviewStage(data=data, config=config(args.multiview_steps, 3e-4), volumes=volumes)
+
+
+def _generate_shape(args: argparse.Namespace) -> tuple[int, ...]:
+    """--size checked against --dim (with the defaults of each)."""
+    if args.size is None:
+        return (256, 256) if args.dim == 2 else (32, 256, 256)
+    if len(args.size) != args.dim:
+        wanted = "H W" if args.dim == 2 else "Z Y X"
+        raise CellcascadeError(f"--size needs {args.dim} numbers ({wanted}) with --dim {args.dim}, got {len(args.size)}")
+    if min(args.size[-2:]) < 8:
+        raise CellcascadeError(f"--size: height and width must be at least 8 pixels, not {tuple(args.size)}")
+    return tuple(args.size)
 
 
 def _run_generate(args: argparse.Namespace) -> None:
@@ -356,44 +423,72 @@ def _run_generate(args: argparse.Namespace) -> None:
     from cellcascade.io.dataset_writer import DatasetWriter
     from cellcascade.io.manifest import write_manifest
     from cellcascade.io.output import output_folder
-    from cellcascade.io.preview import save_label_preview
+    from cellcascade.io.preview import save_label_preview, save_volume_preview
     from cellcascade.pipelines.cascade import Cascade
+    from cellcascade.pipelines.volume import generate_volume
     from cellcascade.weights import default_cascade
 
     _check_population_options(args)
+    shape = _generate_shape(args)
+    for name in ("z_step", "pixel_size"):
+        value = getattr(args, name)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise CellcascadeError(f"--{name.replace('_', '-')} must be a positive number, not {value}")
+    pixel = args.pixel_size if args.pixel_size is not None else (1.0 if args.dim == 3 else None)
+    spacing = None if pixel is None else ((args.z_step * pixel, pixel, pixel) if args.dim == 3 else (pixel, pixel))
     state = PartialState(cpu=args.device == "cpu")
+    device = str(state.device) if args.device != "cpu" else "cpu"
+    model = default_cascade() if args.model == DEFAULT_MASK_MODEL else args.model
+    cascade = Cascade.load(model, device=device)  # before OUT is touched: a bad model leaves nothing behind
+    if args.dim == 3 and cascade.multiview is None:
+        raise CellcascadeError(f"{model}: this cascade has no 3D stage; fit one with `cellcascade fit DATA --3d`")
+    cascade.masks.use_sampler(args.sampler)
+    cascade.texture.use_sampler(args.sampler)
+    if cascade.multiview is not None:
+        cascade.multiview.use_sampler(args.sampler)
+
+    def make(i: int):
+        options = dict(seed=args.seed, cells=args.cells, density=args.density, clustering=args.clustering,
+                       scale_range=tuple(args.scale), overlap_tolerance=args.overlap, mask_steps=args.steps,
+                       texture_steps=args.texture_steps)
+        if args.dim == 2:
+            return cascade.generate(i, shape, shapes_per_image=args.shapes_per_image, **options)
+        return generate_volume(cascade, i, shape, z_step=args.z_step, shapes_per_volume=args.shapes_per_image,
+                               multiview_steps=args.multiview_steps, fit_steps=args.fit_steps, device=device,
+                               **options)
+
     # Under `accelerate launch` every process takes a share of the sample indices; the main process owns OUT.
     with output_folder(args.out, args.overwrite, shared=state.num_processes > 1, is_main=state.is_main_process,
                        wait=state.wait_for_everyone) as tmp:
-        cascade = Cascade.load(default_cascade() if args.model == DEFAULT_MASK_MODEL else args.model,
-                               device=str(state.device) if args.device != "cpu" else "cpu")
-        cascade.masks.use_sampler(args.sampler)
-        cascade.texture.use_sampler(args.sampler)
-        writer = DatasetWriter(tmp, args.format, count=args.n)
+        writer = DatasetWriter(tmp, args.format, spacing=spacing, count=args.n)
         (tmp / ".samples").mkdir(exist_ok=True)
         with state.split_between_processes(list(range(args.n))) as indices:
             from tqdm.auto import tqdm
 
             for i in tqdm(indices, desc="generating", disable=args.quiet or not state.is_main_process):
-                sample = cascade.generate(
-                    i, tuple(args.size), seed=args.seed, cells=args.cells, density=args.density, clustering=args.clustering,
-                    scale_range=tuple(args.scale), overlap_tolerance=args.overlap,
-                    shapes_per_image=args.shapes_per_image, mask_steps=args.steps, texture_steps=args.texture_steps)
+                sample = make(i)
                 files = writer.add(i, sample.image, sample.labels)
                 record = {"index": i, **files, "seed": sample.seed, "cells": sample.cells}
                 (tmp / ".samples" / f"{i:06d}.json").write_text(json.dumps(record, default=_plain_json))
-                if i < 4:
-                    np.save(tmp / ".samples" / f"{i:06d}_preview.npy", np.stack([sample.image.astype(np.float32), sample.labels.astype(np.float32)]))
+                if i < (4 if args.dim == 2 else 1):
+                    np.save(tmp / ".samples" / f"{i:06d}_preview.npy",
+                            np.stack([sample.image.astype(np.float32), sample.labels.astype(np.float32)]))
         state.wait_for_everyone()
         if state.is_main_process:
             records = [json.loads(f.read_text()) for f in sorted((tmp / ".samples").glob("*.json"))]
             previews = [np.load(f) for f in sorted((tmp / ".samples").glob("*_preview.npy"))]
-            save_label_preview(tmp / "preview.png", [p[1].astype(np.uint16) for p in previews],
-                               titles=[f"#{i}" for i in range(len(previews))], images=[p[0] for p in previews], columns=2)
+            if args.dim == 2:
+                save_label_preview(tmp / "preview.png", [p[1].astype(np.uint16) for p in previews],
+                                   titles=[f"#{i}" for i in range(len(previews))], images=[p[0] for p in previews],
+                                   columns=2)
+            else:
+                save_volume_preview(tmp / "preview.png", previews[0][1].astype(np.uint16), previews[0][0],
+                                    spacing=(args.z_step, 1.0, 1.0), title="#0")
             write_manifest(tmp / "manifest.json", command="generate", config=_config(args), samples=records)
             shutil.rmtree(tmp / ".samples")
     if state.is_main_process:
-        print(f"wrote {args.n} images to {args.out} (preview: {args.out / 'preview.png'})")
+        kind = "images" if args.dim == 2 else "volumes"
+        print(f"wrote {args.n} {kind} to {args.out} (preview: {args.out / 'preview.png'})")
 
 
 def _run_evaluate(args: argparse.Namespace) -> None:

@@ -1,4 +1,5 @@
-"""The 2D cascade: mask model (1) + population synthesis (4) + texture model (5) + imaging model (6).
+"""The cascade: mask model (1) + population synthesis (4) + texture model (5) + imaging model (6), in 2D; with the
+optional multiview model (2, reconstruction 3) also in 3D (:mod:`cellcascade.pipelines.volume`).
 
 This module only composes the stage pipelines. A cascade is a folder::
 
@@ -7,12 +8,13 @@ This module only composes the stage pipelines. A cascade is a folder::
       masks/              MaskDiffusionPipeline (model_index.json, unet/*.safetensors, scheduler/)
       texture/            TexturePipeline (same layout)
       imaging/config.json ImagingModel parameters
+      multiview/          MultiviewPipeline (optional: the 3D stage; same layout + training.json)
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,12 +25,15 @@ from cellcascade.errors import CellcascadeError
 from cellcascade.imaging import ImagingModel
 from cellcascade.imaging.noise import add_noise, fit_noise
 from cellcascade.io.manifest import package_version
+from cellcascade.models.multiview import check_multiview_preset
 from cellcascade.models.unet import check_preset_size
 from cellcascade.pipelines.labels import generate_label_images
 from cellcascade.pipelines.mask import MaskDiffusionPipeline, load_mask_pipeline
+from cellcascade.pipelines.multiview import MultiviewPipeline, load_multiview_pipeline
 from cellcascade.pipelines.texture import TexturePipeline, load_texture_pipeline
 from cellcascade.training.loop import TrainConfig
 from cellcascade.training.mask import train_mask_model
+from cellcascade.training.multiview import MultiviewDataConfig, train_multiview_model
 from cellcascade.training.texture import train_texture_model
 
 INDEX = "cascade.json"
@@ -98,11 +103,13 @@ class Cascade:
     ((256, 256), dtype('uint16'))
     """
 
-    def __init__(self, masks: MaskDiffusionPipeline, texture: TexturePipeline, imaging: ImagingModel, info: dict):
+    def __init__(self, masks: MaskDiffusionPipeline, texture: TexturePipeline, imaging: ImagingModel, info: dict,
+                 multiview: MultiviewPipeline | None = None):
         self.masks = masks
         self.texture = texture
         self.imaging = imaging
         self.info = info
+        self.multiview = multiview
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu") -> "Cascade":
@@ -129,7 +136,10 @@ class Cascade:
             texture = load_controlnet_texture(path / "texture", device=device)
         else:
             texture = load_texture_pipeline(path / "texture", device)
-        return cls(load_mask_pipeline(path / "masks", device), texture, imaging, info)
+        multiview = None
+        if "multiview" in info.get("stages", {}):
+            multiview = load_multiview_pipeline(path / info["stages"]["multiview"], device)
+        return cls(load_mask_pipeline(path / "masks", device), texture, imaging, info, multiview)
 
     def generate(
         self,
@@ -163,6 +173,24 @@ class Cascade:
         return GeneratedSample(image=image, labels=labels.labels[0], cells=labels.cells[0], seed=sample_seed)
 
 
+@dataclass
+class MultiviewStage:
+    """What :func:`fit_cascade` needs to train the 3D stage.
+
+    Attributes
+    ----------
+    data : MultiviewDataConfig
+        Views, silhouette size, the prior's axial ratio, the voxel spacing of `volumes`.
+    config : TrainConfig
+    volumes : list of AnnotatedImage (3D), optional
+        The user's 3D masks, if any (their cells are rendered to silhouettes besides the prior's).
+    """
+
+    data: MultiviewDataConfig
+    config: TrainConfig
+    volumes: list = field(default_factory=list)
+
+
 def fit_cascade(
     items: list[AnnotatedImage],
     out: str | Path,
@@ -176,6 +204,7 @@ def fit_cascade(
     progress: bool = True,
     stop_after: dict | None = None,
     pretrained: str | Path | None = None,
+    multiview: "MultiviewStage | None" = None,
 ) -> Path:
     """Train every 2D stage on `items` into the cascade folder `out`.
 
@@ -192,12 +221,16 @@ def fit_cascade(
     preset : {"tiny", "cpu", "gpu"}
     device : {"auto", "cpu", "cuda"}
     stop_after : dict, optional
-        ``{"masks": step}`` or ``{"texture": step}``: stop that stage after this step (tests of resume).
+        ``{"masks": step}``, ``{"texture": step}`` or ``{"multiview": step}``: stop that stage after this step
+        (tests of resume).
     pretrained : path, optional
         A local diffusers-format Stable Diffusion folder: the texture stage is then a ControlNet trained on it
         (:func:`cellcascade.pipelines.controlnet.train_controlnet_texture`, the paper's set-up; ``texture_config``
         gives its steps, batch size, learning rate and seed) instead of the from-scratch conditional UNet. That
         stage is written when complete (no step-level resume).
+    multiview : MultiviewStage, optional
+        Also train the 3D stage (multiview model) from the 2D masks of `items` through the shape prior, plus any
+        3D masks in ``multiview.volumes``; resumable like the others.
 
     Returns
     -------
@@ -211,6 +244,9 @@ def fit_cascade(
         raise CellcascadeError(f"{out.absolute().parent}: folder does not exist")
     check_preset_size(preset, crop_size, "crop size")  # bad options fail before anything is written
     check_preset_size(preset, patch_size, "patch size")
+    if multiview is not None:
+        check_multiview_preset(preset, multiview.data.size)
+        require_ndim(multiview.volumes, 3)
     stop_after = stop_after or {}
     work = out.with_name(out.name + ".partial")
     work.mkdir(exist_ok=True)
@@ -229,13 +265,19 @@ def fit_cascade(
         if train_texture_model(items, work / "texture", patch_size=patch_size, preset=preset, config=texture_config,
                                device=device, progress=progress, stop_after=stop_after.get("texture")) is None:
             return work
+    if multiview is not None and not (work / "multiview").exists():
+        if train_multiview_model(list(items) + list(multiview.volumes), work / "multiview", data=multiview.data,
+                                 preset=preset, config=multiview.config, device=device, progress=progress,
+                                 stop_after=stop_after.get("multiview")) is None:
+            return work
     imaging = ImagingModel.fit(items)
     (work / "imaging").mkdir(exist_ok=True)
     (work / "imaging" / "config.json").write_text(json.dumps(imaging.to_dict(), indent=1))
     info = {
         "format": FORMAT,
         "cellcascade_version": package_version(),
-        "stages": {"masks": "masks", "texture": "texture", "imaging": "imaging"},
+        "stages": {"masks": "masks", "texture": "texture", "imaging": "imaging",
+                   **({"multiview": "multiview"} if multiview is not None else {})},
         "texture_kind": "unet" if pretrained is None else "controlnet",
         "trained_on": sorted({item.name for item in items}),
         "dense": all(item.dense for item in items),

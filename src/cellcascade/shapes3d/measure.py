@@ -114,3 +114,28 @@ def xy_diameter(mask: np.ndarray, spacing) -> float:
 def axial_ratio(mask: np.ndarray, spacing) -> float:
     """``z_extent / xy_diameter`` of a 3D mask (Z, Y, X) bool: 1 for a sphere, < 1 for a flattened cell."""
     return z_extent(mask, spacing) / xy_diameter(mask, spacing)
+
+
+def centred_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """3D IoU of two masks (Z, Y, X) bool of the same voxel size after moving both centroids to one voxel.
+
+    Each mask is pasted into a common box so that its centroid, rounded to a voxel, lies on the box's centre voxel
+    (the comparison of a shape with the true one "after centring": position is not what is scored).
+
+    Examples
+    --------
+    >>> cube = np.ones((2, 2, 2), bool)
+    >>> centred_iou(cube, np.pad(cube, 3))
+    1.0
+    """
+    a, b = check_mask(a, 3, "a"), check_mask(b, 3, "b")
+    centres = [np.floor(np.argwhere(m).mean(axis=0) + 0.5).astype(int) for m in (a, b)]  # halves round up alike
+    # half-size of the box: the farthest any voxel lies from its mask's centroid, per axis
+    half = np.max([np.maximum(c, np.array(m.shape) - 1 - c) for m, c in zip((a, b), centres)], axis=0)
+    boxes = []
+    for mask, centre in zip((a, b), centres):
+        box = np.zeros(tuple(2 * half + 1), bool)
+        start = half - centre
+        box[tuple(slice(s, s + n) for s, n in zip(start, mask.shape))] = mask
+        boxes.append(box)
+    return float((boxes[0] & boxes[1]).sum() / (boxes[0] | boxes[1]).sum())

@@ -1,0 +1,155 @@
+"""Stages 2 + 3: lift 2D single-cell masks to 3D masks (multiview silhouettes, then the fast SDF reconstruction).
+
+A 2D mask is the cell seen down the z axis. The multiview model generates K side views of the same cell jointly;
+the top view (the mask in its frame) and the K side views, with their known orthographic cameras, go to
+:func:`~cellcascade.reconstruction.fit_sdf`, whose field is voxelised at the requested voxel size (z spacing may
+differ from xy: the frame is physical). All cells of a call are generated and fitted as one batch.
+
+A cell whose generated views are unusable (an empty side view, or an empty or fragmented reconstruction) is
+generated again with fresh noise, up to ``retries`` times; if it still fails it gets the ellipsoid of revolution of
+its 2D mask (:func:`~cellcascade.shapes3d.ellipsoid_of_revolution`), and :class:`LiftedCells` says which cells did.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy import ndimage as ndi
+
+from cellcascade.data.annotated import check_spacing
+from cellcascade.errors import CellcascadeError
+from cellcascade.pipelines.multiview import MultiviewPipeline, check_mask_2d
+from cellcascade.reconstruction import fit_sdf, voxelize
+from cellcascade.shapes3d import ellipsoid_of_revolution
+
+
+@dataclass
+class LiftedCells:
+    """3D masks lifted from 2D masks.
+
+    Attributes
+    ----------
+    masks : list of ndarray bool, each (z, y, x)
+        One per input mask, cropped to its bounding box, voxel size `spacing`.
+    source : list of str
+        Per cell, ``"multiview"`` or ``"ellipsoid"`` (the fallback, see the module notes).
+    spacing : (float, float, float)
+        (dz, dy, dx).
+    """
+
+    masks: list
+    source: list
+    spacing: tuple
+
+
+def largest_component(volume: np.ndarray) -> np.ndarray:
+    """The largest face-connected component of a bool (Z, Y, X) array, holes filled, cropped to its bounding box.
+
+    Returns an empty (0, 0, 0) array if `volume` has no True voxel.
+    """
+    labels, count = ndi.label(volume)
+    if count == 0:
+        return np.zeros((0, 0, 0), bool)
+    sizes = np.bincount(labels.ravel())[1:]
+    cell = ndi.binary_fill_holes(labels == 1 + int(np.argmax(sizes)))
+    return cell[ndi.find_objects(cell.astype(np.uint8))[0]]
+
+
+def lift_masks(
+    pipe: MultiviewPipeline,
+    masks_2d,
+    spacing=(1.0, 1.0, 1.0),
+    *,
+    num_inference_steps: int = 20,
+    generator: torch.Generator | None = None,
+    fit_steps: int | None = None,
+    retries: int = 2,
+    batch_size: int = 32,
+    device: str | torch.device = "cpu",
+) -> LiftedCells:
+    """Lift 2D single-cell masks to 3D cell masks.
+
+    Parameters
+    ----------
+    pipe : MultiviewPipeline
+    masks_2d : list of ndarray bool (Y, X), any sizes
+        One cell each, pixel size (dy, dx) of `spacing`.
+    spacing : (dz, dy, dx)
+        Voxel size of the output masks.
+    num_inference_steps : int
+        Multiview sampler steps.
+    generator : torch.Generator, optional
+        Noise of the multiview model and rays of the fit; same state, same masks. None means seed 0.
+    fit_steps : int, optional
+        Steps of the fast reconstruction (default: its default).
+    retries : int
+        Fresh draws for cells whose views or reconstruction are unusable, before the ellipsoid fallback.
+    batch_size : int
+        Cells denoised together by the multiview model.
+    device : str or torch.device
+        Where the reconstruction runs.
+
+    Returns
+    -------
+    LiftedCells
+
+    Examples
+    --------
+    >>> lifted = lift_masks(pipe, [disc], spacing=(2.0, 1.0, 1.0))  # doctest: +SKIP
+    >>> lifted.masks[0].ndim, lifted.source  # doctest: +SKIP
+    (3, ['multiview'])
+    """
+    spacing = tuple(float(s) for s in check_spacing(spacing))
+    masks = [check_mask_2d(m, f"mask {i}") for i, m in enumerate(masks_2d)]
+    if not masks:
+        raise CellcascadeError("no masks given")
+    if not (isinstance(retries, int) and retries >= 0):
+        raise CellcascadeError(f"retries must be an integer >= 0, got {retries!r}")
+    generator = generator if generator is not None else torch.Generator().manual_seed(0)
+    out: list = [None] * len(masks)
+    pending = list(range(len(masks)))
+    for _ in range(retries + 1):
+        if not pending:
+            break
+        lifted = _lift_batch(pipe, [masks[i] for i in pending], spacing, num_inference_steps, generator, fit_steps,
+                             batch_size, device)
+        for i, mask in zip(pending, lifted):
+            out[i] = mask
+        pending = [i for i in pending if out[i] is None]
+    source = ["multiview" if m is not None else "ellipsoid" for m in out]
+    for i in pending:
+        out[i] = ellipsoid_of_revolution(masks[i], spacing)
+    return LiftedCells(masks=out, source=source, spacing=spacing)
+
+
+def _lift_batch(pipe, masks, spacing, steps, generator, fit_steps, batch_size, device) -> list:
+    """One attempt for every mask: a 3D mask, or None where the views or the reconstruction are unusable."""
+    views = pipe(masks, num_inference_steps=steps, generator=generator, pixel_size=spacing[1:], batch_size=batch_size)
+    silhouettes = views.all_silhouettes()
+    usable = np.flatnonzero((silhouettes > 0.5).any(axis=(2, 3)).all(axis=1))
+    result: list = [None] * len(masks)
+    if len(usable) == 0:
+        return result
+    half_width = views.half_width[usable]
+    fit = fit_sdf(silhouettes[usable], views.all_views(), mode="fast", steps=fit_steps,
+                  half_width=tuple(float(h) for h in half_width), generator=_fit_generator(generator), device=device)
+    # One box for the batch, large enough for the widest frame; each cell is centred in it, then cropped.
+    box = tuple(2 * math.ceil(half_width.max() / s) + 1 for s in spacing)
+    volumes = voxelize(fit.field, box, spacing)
+    volumes = volumes[None] if volumes.ndim == 3 else volumes
+    for index, volume in zip(usable, volumes):
+        cell = largest_component(volume)
+        # A reconstruction that lost most of the cell (e.g. views that disagree) is not a cell.
+        # (The 2D masks are at the output's xy pixel size, so areas compare directly.)
+        if cell.size and cell.any(axis=0).sum() >= 0.5 * masks[index].sum():
+            result[index] = cell
+    return result
+
+
+def _fit_generator(generator: torch.Generator) -> torch.Generator:
+    """A CPU generator for the fit's rays, seeded from `generator` (so the fit follows the caller's seed)."""
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
+    return torch.Generator().manual_seed(seed)

@@ -12,9 +12,9 @@ process, Python and PyTorch included). On the volumes it wrote, it then measures
 
 Run from the repository root:
 
-    OMP_NUM_THREADS=1 python benchmarks/generate3d.py [--n 1] [--out runs/generate3d]
+    OMP_NUM_THREADS=1 python benchmarks/generate3d.py [--n 1] [--out runs/generate3d] [--axial-psf R --tag NAME]
 
-Writes benchmarks/results/generate3d.{md,json}. BBBC050 needs ../shared/data (left out, with a note, when absent).
+Writes benchmarks/results/generate3d.{md,json} (or NAME.{md,json}). BBBC050 needs ../shared/data (left out, with a note, when absent).
 """
 
 from __future__ import annotations
@@ -42,10 +42,11 @@ TILE = 48
 Z_STEP = 2.0
 
 
-def command(n: int, out: Path, threads: int) -> list[str]:
+def command(n: int, out: Path, threads: int, axial_psf: float | None) -> list[str]:
+    extra = [] if axial_psf is None else ["--axial-psf", str(axial_psf)]
     return ["cellcascade", "generate", "default", "--dim", "3", "--n", str(n), "--size", "32", "256", "256",
             "--z-step", str(Z_STEP), "--cells", "38-42", "--sampler", "dpm", "--texture-steps", "10",
-            "--seed", "0", "--threads", str(threads), "--out", str(out), "--overwrite"]
+            "--seed", "0", "--threads", str(threads), *extra, "--out", str(out), "--overwrite"]
 
 
 def tiles(images: list[np.ndarray], size: int = TILE) -> list[np.ndarray]:
@@ -77,8 +78,11 @@ def main(argv=None) -> int:
     parser.add_argument("--n", type=int, default=1, help="volumes to generate (default 1)")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "generate3d", help="where the volumes go")
     parser.add_argument("--threads", type=int, default=2, help="--threads of the generate command (default 2)")
+    parser.add_argument("--axial-psf", type=float, default=None, help="pass --axial-psf R to generate")
+    parser.add_argument("--tag", default="generate3d", help="results/TAG.{md,json} (default generate3d)")
     args = parser.parse_args(argv)
-    cmd = command(args.n, args.out, args.threads)
+    results = RESULTS.with_name(args.tag)
+    cmd = command(args.n, args.out, args.threads, args.axial_psf)
     print(" ".join(cmd), flush=True)
     start = time.perf_counter()
     subprocess.run(cmd, check=True)
@@ -117,9 +121,9 @@ def main(argv=None) -> int:
         report["real_bbbc050_kid_xy_odd_vs_even"] = kid(a, b)
     else:
         print(f"note: {raw} not found: the real reference is left out", file=sys.stderr)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.with_suffix(".json").write_text(json.dumps(report, indent=1))
-    RESULTS.with_suffix(".md").write_text(markdown(report))
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.with_suffix(".json").write_text(json.dumps(report, indent=1))
+    results.with_suffix(".md").write_text(markdown(report))
     print(markdown(report))
     return 0
 

@@ -205,3 +205,19 @@ def test_fit_3d_on_the_command_line_with_optional_3d_masks(tmp_path, pairs_folde
     assert main([*common, "--3d", "--axial-ratio", "1", "0.5", "--out", str(bad)]) == 2
     assert main([*common, "--masks-3d", str(pairs_folder), "--out", str(bad)]) == 2  # 2D data as 3D masks
     assert not bad.exists() and not bad.with_name("bad.partial").exists()
+
+
+def test_axial_psf_smooths_along_z_only_and_keeps_the_labels(cascade_3d, tmp_path):
+    from cellcascade.evaluation.continuity import stripe_score
+
+    plain, blurred = tmp_path / "plain", tmp_path / "blurred"
+    args = list(GENERATE_3D)
+    args[args.index("--n") + 1] = "1"
+    assert main(["generate", str(cascade_3d), *args, "--out", str(plain)]) == 0
+    assert main(["generate", str(cascade_3d), *args, "--axial-psf", "3", "--out", str(blurred)]) == 0
+    labels = tifffile.imread(plain / "img_0000_masks.tif")
+    np.testing.assert_array_equal(labels, tifffile.imread(blurred / "img_0000_masks.tif"))
+    scores = [stripe_score(tifffile.imread(d / "img_0000.tif").astype(float), labels, (2.0, 1.0, 1.0))
+              for d in (plain, blurred)]
+    assert scores[1] < 0.7 * scores[0]
+    assert main(["generate", str(cascade_3d), *args, "--axial-psf", "0", "--out", str(tmp_path / "bad")]) == 2

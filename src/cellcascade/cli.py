@@ -111,10 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_output(p)
     _add_common(p)
 
-    p = sub.add_parser("fit", help="train every 2D stage (masks, texture, imaging) into one cascade model folder",
+    p = sub.add_parser("fit", help="train every 2D stage (masks, texture, imaging; --3d: the 3D stage too) into "
+                       "one cascade model folder",
                        description="Train the mask model, the mask-conditioned texture model and fit the imaging "
                        "model on DATA, into the cascade folder OUT (cascade.json + one subfolder per stage; JSON and "
-                       "safetensors only). Work goes to OUT.partial/; run the same command again to resume.")
+                       "safetensors only); with --3d also the multiview model of the 3D stage. Work goes to OUT.partial/; run "
+                       "the same command again to resume.")
     p.add_argument("data", help="'sample', a Cell Tracking Challenge folder, or a folder of NAME.tif + NAME_masks.tif")
     p.add_argument("--out", required=True, type=Path, help="cascade folder to write (must not exist)")
     p.add_argument("--dense", action="store_true",
@@ -175,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(voxel size DZ*UM x UM x UM in 3D); default: none in 2D, 1 in 3D")
     p.add_argument("--multiview-steps", type=_positive_int, default=20,
                    help="--dim 3: multiview sampler steps (default 20)")
+    p.add_argument("--axial-psf", type=float, default=None, metavar="R",
+                   help="--dim 3: blur along z as an axial PSF R times as wide as the fitted lateral one (smoother "
+                   "XZ/YZ views; e.g. 1.5); default: no axial blur for an imaging model fitted on 2D data")
     p.add_argument("--fit-steps", type=_positive_int, default=50,
                    help="--dim 3: optimizer steps of the fast surface reconstruction per batch of cells (default 50)")
     p.add_argument("--format", choices=["tiff", "ctc", "ome-zarr"], default="tiff",
@@ -430,7 +435,7 @@ def _run_generate(args: argparse.Namespace) -> None:
 
     _check_population_options(args)
     shape = _generate_shape(args)
-    for name in ("z_step", "pixel_size"):
+    for name in ("z_step", "pixel_size", "axial_psf"):
         value = getattr(args, name)
         if value is not None and not (math.isfinite(value) and value > 0):
             raise CellcascadeError(f"--{name.replace('_', '-')} must be a positive number, not {value}")
@@ -454,8 +459,8 @@ def _run_generate(args: argparse.Namespace) -> None:
         if args.dim == 2:
             return cascade.generate(i, shape, shapes_per_image=args.shapes_per_image, **options)
         return generate_volume(cascade, i, shape, z_step=args.z_step, shapes_per_volume=args.shapes_per_image,
-                               multiview_steps=args.multiview_steps, fit_steps=args.fit_steps, device=device,
-                               **options)
+                               multiview_steps=args.multiview_steps, fit_steps=args.fit_steps,
+                               axial_psf=args.axial_psf, device=device, **options)
 
     # Under `accelerate launch` every process takes a share of the sample indices; the main process owns OUT.
     with output_folder(args.out, args.overwrite, shared=state.num_processes > 1, is_main=state.is_main_process,

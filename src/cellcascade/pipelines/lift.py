@@ -5,15 +5,22 @@ the top view (the mask in its frame) and the K side views, with their known orth
 :func:`~cellcascade.reconstruction.fit_sdf`, whose field is voxelised at the requested voxel size (z spacing may
 differ from xy: the frame is physical). All cells of a call are generated and fitted as one batch.
 
-A cell whose generated views are unusable (an empty side view, or an empty or fragmented reconstruction) is
-generated again with fresh noise, up to ``retries`` times; if it still fails it gets the ellipsoid of revolution of
-its 2D mask (:func:`~cellcascade.shapes3d.ellipsoid_of_revolution`), and :class:`LiftedCells` says which cells did.
+Each cell's views are drawn ``samples`` times independently and averaged before the fit: one draw's K views
+disagree with each other somewhat (areas of a round nucleus's side views varied by ±20% with the shipped model), and
+the average is the model's consensus, so the surface is not carved by one stray view. The fit starts from a visual
+hull that lets a node miss one view (``hull_tolerance=1``) for the same reason. On the shape-from-one-view
+benchmark's 15 real nuclei (one seed) these two raised the mean 3D IoU from 0.684 to 0.767 (4 draws, tolerance 1).
+
+A cell whose generated views are unusable (an empty side view, or a reconstruction whose footprint is less than
+half or more than twice the 2D mask's area) is generated again with fresh noise, up to ``retries`` times; if it
+still fails it gets the ellipsoid of revolution of its 2D mask (:func:`~cellcascade.shapes3d.ellipsoid_of_revolution`),
+and :class:`LiftedCells` says which cells did.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -22,7 +29,7 @@ from scipy import ndimage as ndi
 from cellcascade.data.annotated import check_spacing
 from cellcascade.errors import CellcascadeError
 from cellcascade.pipelines.multiview import MultiviewPipeline, check_mask_2d
-from cellcascade.reconstruction import fit_sdf, voxelize
+from cellcascade.reconstruction import default_config, fit_sdf, voxelize
 from cellcascade.shapes3d import ellipsoid_of_revolution
 
 
@@ -66,6 +73,8 @@ def lift_masks(
     num_inference_steps: int = 20,
     generator: torch.Generator | None = None,
     fit_steps: int | None = None,
+    samples: int = 4,
+    hull_tolerance: int = 1,
     retries: int = 2,
     batch_size: int = 32,
     device: str | torch.device = "cpu",
@@ -85,6 +94,10 @@ def lift_masks(
         Noise of the multiview model and rays of the fit; same state, same masks. None means seed 0.
     fit_steps : int, optional
         Steps of the fast reconstruction (default: its default).
+    samples : int
+        Independent draws of each cell's views, averaged before the fit (module notes).
+    hull_tolerance : int
+        Views a node of the initial visual hull may miss.
     retries : int
         Fresh draws for cells whose views or reconstruction are unusable, before the ellipsoid fallback.
     batch_size : int
@@ -106,16 +119,17 @@ def lift_masks(
     masks = [check_mask_2d(m, f"mask {i}") for i, m in enumerate(masks_2d)]
     if not masks:
         raise CellcascadeError("no masks given")
-    if not (isinstance(retries, int) and retries >= 0):
-        raise CellcascadeError(f"retries must be an integer >= 0, got {retries!r}")
+    for name, value, least in (("retries", retries, 0), ("samples", samples, 1), ("hull_tolerance", hull_tolerance, 0)):
+        if not (isinstance(value, int) and value >= least):
+            raise CellcascadeError(f"{name} must be an integer >= {least}, got {value!r}")
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     out: list = [None] * len(masks)
     pending = list(range(len(masks)))
     for _ in range(retries + 1):
         if not pending:
             break
-        lifted = _lift_batch(pipe, [masks[i] for i in pending], spacing, num_inference_steps, generator, fit_steps,
-                             batch_size, device)
+        lifted = _lift_batch(pipe, [masks[i] for i in pending], spacing, num_inference_steps, generator,
+                             FitOptions(fit_steps, samples, hull_tolerance), batch_size, device)
         for i, mask in zip(pending, lifted):
             out[i] = mask
         pending = [i for i in pending if out[i] is None]
@@ -125,16 +139,28 @@ def lift_masks(
     return LiftedCells(masks=out, source=source, spacing=spacing)
 
 
-def _lift_batch(pipe, masks, spacing, steps, generator, fit_steps, batch_size, device) -> list:
+@dataclass(frozen=True)
+class FitOptions:
+    steps: int | None
+    samples: int
+    hull_tolerance: int
+
+
+def _lift_batch(pipe, masks, spacing, steps, generator, options: FitOptions, batch_size, device) -> list:
     """One attempt for every mask: a 3D mask, or None where the views or the reconstruction are unusable."""
-    views = pipe(masks, num_inference_steps=steps, generator=generator, pixel_size=spacing[1:], batch_size=batch_size)
+    repeated = [m for m in masks for _ in range(options.samples)]  # draws of one cell are contiguous
+    views = pipe(repeated, num_inference_steps=steps, generator=generator, pixel_size=spacing[1:],
+                 batch_size=batch_size)
     silhouettes = views.all_silhouettes()
+    silhouettes = silhouettes.reshape(len(masks), options.samples, *silhouettes.shape[1:]).mean(axis=1)
+    half_width = views.half_width[:: options.samples]
     usable = np.flatnonzero((silhouettes > 0.5).any(axis=(2, 3)).all(axis=1))
     result: list = [None] * len(masks)
     if len(usable) == 0:
         return result
-    half_width = views.half_width[usable]
-    fit = fit_sdf(silhouettes[usable], views.all_views(), mode="fast", steps=fit_steps,
+    half_width = half_width[usable]
+    config = replace(default_config("fast"), hull_tolerance=options.hull_tolerance)
+    fit = fit_sdf(silhouettes[usable], views.all_views(), mode="fast", steps=options.steps, config=config,
                   half_width=tuple(float(h) for h in half_width), generator=_fit_generator(generator), device=device)
     # One box for the batch, large enough for the widest frame; each cell is centred in it, then cropped.
     box = tuple(2 * math.ceil(half_width.max() / s) + 1 for s in spacing)
@@ -142,9 +168,9 @@ def _lift_batch(pipe, masks, spacing, steps, generator, fit_steps, batch_size, d
     volumes = volumes[None] if volumes.ndim == 3 else volumes
     for index, volume in zip(usable, volumes):
         cell = largest_component(volume)
-        # A reconstruction that lost most of the cell (e.g. views that disagree) is not a cell.
-        # (The 2D masks are at the output's xy pixel size, so areas compare directly.)
-        if cell.size and cell.any(axis=0).sum() >= 0.5 * masks[index].sum():
+        # A reconstruction whose footprint lost half of the 2D mask, or spreads over twice its area (views that
+        # disagree, or a model that draws no cell), is not that cell. (Masks and output share the xy pixel size.)
+        if cell.size and 0.5 <= cell.any(axis=0).sum() / masks[index].sum() <= 2.0:
             result[index] = cell
     return result
 

@@ -45,6 +45,7 @@ def generate_volume(
     multiview_steps: int = 20,
     texture_steps: int = 20,
     fit_steps: int | None = None,
+    axial_psf: float | None = None,
     device: str = "cpu",
 ) -> GeneratedSample:
     """Volume `index` of a run with `seed` (see the module notes).
@@ -68,6 +69,10 @@ def generate_volume(
         Sampler steps of the three diffusion models.
     fit_steps : int, optional
         Steps of the fast reconstruction (default: its default, 50).
+    axial_psf : float, optional
+        Axial / lateral PSF width: blur along z what the slice-wise texture lacks of such a PSF. None (default): no
+        axial blur unless the imaging model has a fitted axial PSF (see
+        :func:`~cellcascade.pipelines.texture3d.finish_volume`).
     device : str
         Where the reconstruction runs (the pipelines run where they were loaded).
 
@@ -101,5 +106,6 @@ def generate_volume(
         cell["shape"] = lifted.source[cell["source"]]
     texture = texture_volume(cascade.texture, population.labels, spacing, texture_steps,
                              generator=torch.Generator().manual_seed(volume_seed + 1))
-    image = finish_volume(texture, cascade.imaging, spacing, np.random.default_rng(volume_seed + 2))
+    image = finish_volume(texture, cascade.imaging, spacing, np.random.default_rng(volume_seed + 2),
+                          axial_ratio=axial_psf)
     return GeneratedSample(image=image, labels=population.labels, cells=population.cells, seed=volume_seed)

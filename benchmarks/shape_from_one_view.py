@@ -40,22 +40,15 @@ from scipy import ndimage as ndi
 
 from cellcascade.data import AnnotatedImage
 from cellcascade.data.readers import load_sample_3d
+# The same volumes, voxel sizes and spacing rule as the reconstruction benchmark (benchmarks/ is on sys.path when a
+# script in it runs).
+from reconstruction_modes import BBBC050, BBBC050_SPACING, stardist_spacing  # noqa: E402
 from cellcascade.shapes3d import axial_ratio, centred_iou, ellipsoid_of_revolution, extrude, median_height, z_extent
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "shape_from_one_view"
-BBBC050 = ROOT.parent / "shared" / "data" / "BBBC050-mouse-embryo-3D" / "01_GT" / "SEG" / "man_seg000.tif"
-# Published volume is isotropic at 0.8 µm (z interpolated by the authors; see reconstruction_modes.py).
-BBBC050_SPACING = (0.8, 0.8, 0.8)
 TRAIN_STEPS, TRAIN_BATCH, SHAPES_PER_MASK = 1500, 8, 32
 LIFT = {"samples": 4, "hull_tolerance": 1}  # lift_masks' defaults: draws averaged per cell, hull tolerance
-
-
-def stardist_spacing(labels: np.ndarray) -> tuple[float, float, float]:
-    """(dz, 1, 1), dz the ratio of median xy extent to median z extent of the nuclei (as StarDist's examples)."""
-    extents = np.array([[s.stop - s.start for s in box] for box in ndi.find_objects(labels) if box is not None])
-    median = np.median(extents, axis=0)
-    return (float(np.round(np.mean(median[1:]) / median[0], 1)), 1.0, 1.0)
 
 
 def datasets() -> list[dict]:

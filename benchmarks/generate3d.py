@@ -122,8 +122,8 @@ def main(argv=None) -> int:
     else:
         print(f"note: {raw} not found: the real reference is left out", file=sys.stderr)
     results.parent.mkdir(parents=True, exist_ok=True)
-    results.with_suffix(".json").write_text(json.dumps(report, indent=1))
-    results.with_suffix(".md").write_text(markdown(report))
+    results.with_name(f"{results.name}.json").write_text(json.dumps(report, indent=1))
+    results.with_name(f"{results.name}.md").write_text(markdown(report))
     print(markdown(report))
     return 0
 

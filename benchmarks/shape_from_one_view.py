@@ -20,7 +20,7 @@ Run from the repository root:
     OMP_NUM_THREADS=1 python benchmarks/shape_from_one_view.py --train runs/multiview-nuclei   # ~1 h on 1 core
     OMP_NUM_THREADS=1 python benchmarks/shape_from_one_view.py --model runs/multiview-nuclei
 
-Writes benchmarks/results/shape_from_one_view.{md,json,png}. Needs ../shared/data for BBBC050 (left out, with a
+Writes benchmarks/results/shape_from_one_view.{md,json,png} (or TAG.{md,json,png} with --tag TAG). Needs ../shared/data for BBBC050 (left out, with a
 note, when absent).
 """
 
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -48,7 +49,8 @@ from cellcascade.shapes3d import axial_ratio, centred_iou, ellipsoid_of_revoluti
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "shape_from_one_view"
 TRAIN_STEPS, TRAIN_BATCH, SHAPES_PER_MASK = 1500, 8, 32
-LIFT = {"samples": 4, "hull_tolerance": 1}  # lift_masks' defaults: draws averaged per cell, hull tolerance
+# lift_masks' defaults: draws averaged per cell, hull tolerance, voxels outside the 2D mask cleared
+LIFT = {"samples": 4, "hull_tolerance": 1, "carve": True}
 
 
 def datasets() -> list[dict]:
@@ -136,18 +138,20 @@ def true_views(pipe, truths: list[np.ndarray], spacing) -> list[np.ndarray]:
     return [largest_component(v) for v in voxelize(fit.field, box, spacing)]
 
 
-def evaluate(model: Path, seeds: list[int], steps: int, device: str) -> dict:
+def evaluate(model: Path, seeds: list[int], steps: int, device: str, samples: int = LIFT["samples"]) -> dict:
     from cellcascade.pipelines.lift import lift_masks
     from cellcascade.pipelines.multiview import load_multiview_pipeline
 
     pipe = load_multiview_pipeline(model, device)
     training = json.loads((model / "training.json").read_text())
-    report = {"command": " ".join(["OMP_NUM_THREADS=1 python benchmarks/shape_from_one_view.py"] + sys.argv[1:]),
+    threads = os.environ.get("OMP_NUM_THREADS")
+    prefix = f"OMP_NUM_THREADS={threads} " if threads else ""
+    report = {"command": " ".join([f"{prefix}python benchmarks/shape_from_one_view.py"] + sys.argv[1:]),
               "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {torch.get_num_threads()} thread(s)",
               "input": "z-projection of each nucleus (its 2D mask seen down z)", "model": str(model),
               "model_training": {k: training[k] for k in ("data", "preset", "train_config", "samples", "cells_2d",
                                                           "cells_3d", "initial_loss", "final_loss")},
-              "multiview_steps": steps, "lift": LIFT, "seeds": seeds, "datasets": []}
+              "multiview_steps": steps, "lift": {**LIFT, "samples": samples}, "seeds": seeds, "datasets": []}
     for d in datasets():
         spacing, truths = d["spacing"], d["cells"]
         masks = [cell.any(axis=0) for cell in truths]
@@ -158,9 +162,9 @@ def evaluate(model: Path, seeds: list[int], steps: int, device: str) -> dict:
         per_seed, seconds, fallbacks = [], 0.0, 0
         for seed in seeds:
             start = time.perf_counter()
-            lifted = lift_masks(pipe, masks, spacing, num_inference_steps=steps, samples=LIFT["samples"],
-                                hull_tolerance=LIFT["hull_tolerance"], generator=torch.Generator().manual_seed(seed),
-                                device=device)
+            lifted = lift_masks(pipe, masks, spacing, num_inference_steps=steps, samples=samples,
+                                hull_tolerance=LIFT["hull_tolerance"], carve=LIFT["carve"],
+                                generator=torch.Generator().manual_seed(seed), device=device)
             seconds += time.perf_counter() - start
             fallbacks += lifted.source.count("ellipsoid")
             per_seed.append([score(p, t, spacing) for p, t in zip(lifted.masks, truths)])
@@ -188,7 +192,8 @@ def markdown(report: dict) -> str:
              f"({report['model_training']['cells_2d']} z-projections, axial ratio "
              f"{report['model_training']['data']['axial_ratio']}, {report['model_training']['train_config']['steps']} "
              f"steps, preset {report['model_training']['preset']}); {report['multiview_steps']} sampler steps, "
-             f"{report['lift']['samples']} draws averaged per nucleus, hull tolerance {report['lift']['hull_tolerance']}; "
+             f"{report['lift']['samples']} draws averaged per nucleus, hull tolerance {report['lift']['hull_tolerance']}, "
+             f"{'carved to the 2D mask' if report['lift'].get('carve') else 'not carved'}; "
              f"multiview rows are means over seeds {report['seeds']}.", "",
              "| data | nuclei | multiview IoU | extrusion IoU | ellipsoid IoU | true views IoU (upper bound) | "
              "multiview s/cell | fallbacks |", "|---|---|---|---|---|---|---|---|"]
@@ -240,6 +245,9 @@ def main(argv=None) -> int:
     parser.add_argument("--model", type=Path, help="a trained multiview model folder (from --train)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="multiview sampling seeds")
     parser.add_argument("--steps", type=int, default=20, help="multiview sampler steps")
+    parser.add_argument("--samples", type=int, default=LIFT["samples"],
+                        help=f"multiview draws averaged per nucleus (default {LIFT['samples']}, as lift_masks)")
+    parser.add_argument("--tag", default="shape_from_one_view", help="name of the result files")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     if args.train:
@@ -247,11 +255,12 @@ def main(argv=None) -> int:
         return 0
     if not args.model:
         parser.error("give --train OUT or --model MODEL")
-    report = evaluate(args.model, args.seeds, args.steps, args.device)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.with_suffix(".json").write_text(json.dumps(report, indent=1))
-    RESULTS.with_suffix(".md").write_text(markdown(report))
-    figure(report, RESULTS.with_suffix(".png"))
+    report = evaluate(args.model, args.seeds, args.steps, args.device, args.samples)
+    results = RESULTS.with_name(args.tag)
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.with_name(f"{results.name}.json").write_text(json.dumps(report, indent=1))
+    results.with_name(f"{results.name}.md").write_text(markdown(report))
+    figure(report, results.with_name(f"{results.name}.png"))
     print(markdown(report))
     return 0
 

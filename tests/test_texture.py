@@ -191,6 +191,22 @@ def test_given_initial_noise_replaces_the_generator(tiny_texture_model):
         pipe(labels, 2, noise=noise[:10])
 
 
+def test_given_conditions_replace_those_of_the_labels(tiny_texture_model):
+    pipe = load_texture_pipeline(tiny_texture_model)
+    labels = np.zeros((20, 30), np.int32)
+    labels[4:16, 6:20] = 1
+    own = label_conditions(labels)
+    a = pipe(labels, 2, generator=torch.Generator().manual_seed(1)).image
+    b = pipe(labels, 2, generator=torch.Generator().manual_seed(1), conditions=own).image
+    dimmed = own.copy()
+    dimmed[2] *= 0.5
+    c = pipe(labels, 2, generator=torch.Generator().manual_seed(1), conditions=dimmed).image
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    with pytest.raises(CellcascadeError, match="conditions must have shape"):
+        pipe(labels, 2, conditions=own[:, :10])
+
+
 def test_bad_inputs_give_clear_errors(tiny_texture_model):
     pipe = load_texture_pipeline(tiny_texture_model)
     with pytest.raises(CellcascadeError, match="2D"):

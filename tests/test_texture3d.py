@@ -16,6 +16,7 @@ from cellcascade.evaluation.continuity import (
 )
 from cellcascade.imaging import ImagingModel
 from cellcascade.imaging.psf import volume_psf_sigmas
+from cellcascade.models.conditions import label_conditions, volume_slice_conditions
 from cellcascade.pipelines.texture import load_texture_pipeline
 from cellcascade.pipelines.texture3d import (
     check_deterministic_sampler,
@@ -124,7 +125,7 @@ def test_shared_noise_gives_identical_slices_where_labels_are_identical(tiny_pip
     labels[:, 4:14, 5:15] = 1  # a prism: every slice has the same labels...
     labels[3, 15:19, 15:19] = 2  # ...except the last
     volume = texture_volume(tiny_pipe, labels, (1, 1, 1), num_inference_steps=2, generator=seeded(0),
-                            correlation_length=float("inf"))
+                            correlation_length=float("inf"), distance="slice")
     np.testing.assert_array_equal(volume[0], volume[1])
     np.testing.assert_array_equal(volume[0], volume[2])
     assert not np.array_equal(volume[2], volume[3])
@@ -148,6 +149,47 @@ def test_texture_volume_rejects_bad_input(tiny_pipe):
         texture_volume(tiny_pipe, labels, (1, 1, 1), num_inference_steps=0)
     with pytest.raises(CellcascadeError, match="TexturePipeline"):
         texture_volume(object(), labels, (1, 1, 1), **kwargs)
+    with pytest.raises(CellcascadeError, match="distance"):
+        texture_volume(tiny_pipe, labels, (1, 1, 1), distance="2d", **kwargs)
+
+
+def ball(shape=(15, 21, 21), radius=6.0, spacing=(1.0, 1.0, 1.0)) -> np.ndarray:
+    """int32 (Z, Y, X): one ball of physical `radius` (id 3) at the centre of a volume of voxel size `spacing`."""
+    axes = [(np.arange(n) - (n - 1) / 2) * s for n, s in zip(shape, spacing)]
+    z, y, x = np.meshgrid(*axes, indexing="ij")
+    return np.where(z**2 + y**2 + x**2 <= radius**2, 3, 0).astype(np.int32)
+
+
+def test_slice_conditions_measure_the_distance_in_3d():
+    labels = ball()
+    conditions = volume_slice_conditions(labels, (1.0, 1.0, 1.0))
+    assert conditions.shape == (15, 3, 21, 21) and conditions.dtype == np.float32
+    for z in range(labels.shape[0]):  # foreground and boundary are the slice's own
+        np.testing.assert_array_equal(conditions[z, :2], label_conditions(labels[z])[:2])
+    # the middle slice of a ball sees about the 2D distance map of its disc; slices towards the caps see less
+    peaks = conditions[:, 2].max(axis=(1, 2))
+    assert peaks[7] == 1.0 and peaks[1] < 0.35 and peaks[13] < 0.35
+    assert np.all(np.diff(peaks[1:8]) > 0) and np.all(np.diff(peaks[7:14]) < 0)
+    middle_2d = label_conditions(labels[7])[2]
+    assert np.abs(conditions[7, 2] - middle_2d).max() < 0.2
+    # every slice of a per-slice distance peaks at 1: that is what made the caps look like whole small cells
+    assert label_conditions(labels[1])[2].max() == 1.0
+    # voxel size counts: the same voxels at a z step of 2 are a cell twice as tall, whose slice 2 lies deeper inside
+    tall = volume_slice_conditions(labels, (2.0, 1.0, 1.0))[:, 2]
+    assert tall[2].max() > conditions[2, 2].max() + 0.1
+    with pytest.raises(CellcascadeError, match="3D"):
+        volume_slice_conditions(labels[0], (1.0, 1.0, 1.0))
+
+
+def test_texture_volume_conditions_on_the_3d_distance_by_default(tiny_pipe):
+    labels = ball((6, 24, 24), radius=5.0, spacing=(2.0, 1.0, 1.0))
+    kwargs = dict(num_inference_steps=2, correlation_length=None)
+    default = texture_volume(tiny_pipe, labels, (2.0, 1.0, 1.0), generator=seeded(0), **kwargs)
+    in_3d = texture_volume(tiny_pipe, labels, (2.0, 1.0, 1.0), generator=seeded(0), distance="3d", **kwargs)
+    per_slice = texture_volume(tiny_pipe, labels, (2.0, 1.0, 1.0), generator=seeded(0), distance="slice", **kwargs)
+    np.testing.assert_array_equal(default, in_3d)
+    np.testing.assert_array_equal(in_3d[0], per_slice[0])  # slice 0 is empty: the same conditions, the same image
+    assert not np.array_equal(in_3d[1], per_slice[1])  # a cap slice: distances up to 0.5 (3D) instead of 1 (2D)
 
 
 def test_only_deterministic_samplers_are_accepted(tiny_pipe):

@@ -8,6 +8,7 @@ import pytest
 import tifffile
 import torch
 from diffusers import DDIMScheduler
+from scipy import ndimage as ndi
 
 from cellcascade.cli import main
 from cellcascade.data import load_sample, read_ctc, read_pairs
@@ -57,6 +58,20 @@ def test_a_disc_with_sphere_views_lifts_to_the_sphere_at_anisotropic_spacing():
     assert centred_iou(cell, ball) > 0.85
     # physical height ~ diameter: z slices of 2 units, so about half as many slices as xy pixels
     assert abs(cell.shape[0] * SPACING[0] - cell.shape[2]) <= 4
+
+
+def test_carved_cells_stay_inside_their_2d_mask():
+    yy, xx = np.mgrid[-12:13, -12:13]
+    notched = (yy**2 + xx**2 <= 100) & ~((yy < -3) & (xx > 3))  # the top view is exact: the notch must stay empty
+    for carve in (True, False):
+        cell = lift_masks(pipeline(SphereOracle), [notched], SPACING, carve=carve).masks[0]
+        footprint = cell.any(axis=0)
+        # the best placement of the footprint over the mask: with carving every footprint pixel lies in the mask
+        inside = ndi.correlate(notched.astype(int), footprint.astype(int), mode="constant", origin=[
+            -(n // 2) for n in footprint.shape])
+        if carve:
+            assert inside.max() == footprint.sum()
+        assert 0.5 * notched.sum() <= footprint.sum() <= 2 * notched.sum()
 
 
 def test_lifting_is_deterministic_and_empty_views_fall_back_to_the_ellipsoid():

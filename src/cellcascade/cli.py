@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from cellcascade.errors import CellcascadeError
+from cellcascade.imaging.psf import DEFAULT_AXIAL_PSF
 
 DEFAULT_MASK_MODEL = "default"
 
@@ -177,9 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "(voxel size DZ*UM x UM x UM in 3D); default: none in 2D, 1 in 3D")
     p.add_argument("--multiview-steps", type=_positive_int, default=20,
                    help="--dim 3: multiview sampler steps (default 20)")
-    p.add_argument("--axial-psf", type=float, default=None, metavar="R",
-                   help="--dim 3: blur along z as an axial PSF R times as wide as the fitted lateral one (smoother "
-                   "XZ/YZ views; e.g. 1.5); default: no axial blur for an imaging model fitted on 2D data")
+    p.add_argument("--axial-psf", type=float, default=DEFAULT_AXIAL_PSF, metavar="R",
+                   help="--dim 3, imaging model fitted on 2D data: blur along z as an axial PSF R times as wide as the "
+                   f"fitted lateral one (default {DEFAULT_AXIAL_PSF}, calibrated so that XZ/YZ views show no "
+                   "slice-to-slice stripes; larger is smoother along z; 1 = no axial blur)")
     p.add_argument("--fit-steps", type=_positive_int, default=50,
                    help="--dim 3: optimizer steps of the fast surface reconstruction per batch of cells (default 50)")
     p.add_argument("--format", choices=["tiff", "ctc", "ome-zarr"], default="tiff",

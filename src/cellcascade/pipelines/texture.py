@@ -232,6 +232,7 @@ class TexturePipeline(DiffusionPipeline):
         batch_size: int = 16,
         progress: bool = False,
         noise: np.ndarray | None = None,
+        conditions: np.ndarray | None = None,
     ) -> TextureOutput:
         """Generate the intensity image of `labels`.
 
@@ -248,6 +249,9 @@ class TexturePipeline(DiffusionPipeline):
         noise : ndarray float32 (Y, X), optional
             Initial standard-normal noise instead of drawing it from `generator` (e.g. one noise base shared by the
             slices of a volume, for slice-to-slice continuity).
+        conditions : ndarray float32 (3, Y, X), optional
+            Condition channels to use instead of ``label_conditions(labels)`` (e.g. a z-slice of
+            :func:`~cellcascade.models.conditions.volume_slice_conditions`).
 
         Returns
         -------
@@ -256,7 +260,13 @@ class TexturePipeline(DiffusionPipeline):
         labels = check_label_canvas(labels)
         if num_inference_steps < 1:
             raise CellcascadeError(f"number of sampling steps must be positive, not {num_inference_steps}")
-        conditions = torch.from_numpy(label_conditions(labels))
+        if conditions is None:
+            conditions = label_conditions(labels)
+        elif np.shape(conditions) != (len(CONDITION_NAMES), *labels.shape):
+            raise CellcascadeError(
+                f"conditions must have shape {(len(CONDITION_NAMES), *labels.shape)}, not {np.shape(conditions)}"
+            )
+        conditions = torch.from_numpy(np.asarray(conditions, np.float32))
         unit = tiled_denoise(
             self._predict, conditions, 1, self.scheduler, num_inference_steps, generator,
             tile=self.unet.config.sample_size, overlap=self.config.tile_overlap, batch_size=batch_size,

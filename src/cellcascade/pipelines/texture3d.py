@@ -18,7 +18,17 @@ Gaussian process along z whose every slice is standard normal white noise (what 
   ``L = 0`` gives independent slices, ``L = inf`` one noise shared by every slice (the paper's shared noise base).
 
 The samplers draw no noise during sampling (DDIM eta = 0, DPM-Solver++), so nothing else needs to be
-correlated. :func:`finish_volume` then applies what the 2D model cannot know: the part of the axial PSF that
+correlated.
+
+What each slice is conditioned on
+---------------------------------
+A slice near a cell's top or bottom cuts it in a small cross-section. Its own 2D distance map would call that a
+whole small cell, with a bright core (that is how the texture model saw every 2D cell), and the cells' tops and
+bottoms showed up as bright bands in XZ views. So by default each slice's distance channel is the cell's 3D
+distance to its surface at the voxel spacing, normalised per cell in 3D
+(:func:`~cellcascade.models.conditions.volume_slice_conditions`): the middle slice sees about its 2D distance map,
+the cap slices see the small values of a cell's rim and are drawn as dim as a rim is. Foreground and boundary
+channels stay those of the slice. :func:`finish_volume` then applies what the 2D model cannot know: the part of the axial PSF that
 the slices lack (a Gaussian along z, :func:`missing_axial_sigma`; only where an axial PSF is known) and the camera
 noise that is still missing, which is independent from voxel to voxel as in a real stack.
 
@@ -43,6 +53,7 @@ from cellcascade.data.annotated import check_spacing
 from cellcascade.errors import CellcascadeError
 from cellcascade.imaging.model import ImagingModel
 from cellcascade.imaging.psf import AXIAL_RATIO, volume_psf_sigmas
+from cellcascade.models.conditions import CONDITION_NAMES, volume_slice_conditions
 from cellcascade.pipelines.texture import TexturePipeline
 
 
@@ -176,6 +187,7 @@ def texture_volume(
     correlation_length: float | None = None,
     progress: bool = False,
     batch_size: int = 16,
+    distance: str = "3d",
 ) -> np.ndarray:
     """Texture a label volume slice by slice with the 2D texture model, with initial noise correlated along z.
 
@@ -199,6 +211,9 @@ def texture_volume(
         A progress bar over the slices.
     batch_size : int
         Tiles per UNet call.
+    distance : {"3d", "slice"}
+        The distance condition of each slice: measured in 3D at `spacing` (default; a slice near a cell's top or
+        bottom is conditioned as the rim of a cell, see the module notes), or in the slice alone as in 2D.
 
     Returns
     -------
@@ -221,16 +236,22 @@ def texture_volume(
     if num_inference_steps < 1:
         raise CellcascadeError(f"number of sampling steps must be positive, not {num_inference_steps}")
     check_deterministic_sampler(pipe.scheduler)
+    if distance not in ("3d", "slice"):
+        raise CellcascadeError(f"distance must be '3d' or 'slice', not {distance!r}")
     depth, height, width = labels.shape
     tile = int(pipe.unet.config.sample_size)
     canvas_h, canvas_w = max(height, tile), max(width, tile)
     noise = correlated_noise((depth, canvas_h, canvas_w), spacing, correlation_length, generator)
     volume = np.empty(labels.shape, np.float32)
     canvas = np.zeros((canvas_h, canvas_w), labels.dtype)
+    conditions = np.zeros((len(CONDITION_NAMES), canvas_h, canvas_w), np.float32)
+    slice_conditions = volume_slice_conditions(labels, spacing) if distance == "3d" else None
     for z in tqdm(range(depth), desc="texture 3D", disable=not progress):
         canvas[:height, :width] = labels[z]
+        if slice_conditions is not None:
+            conditions[:, :height, :width] = slice_conditions[z]
         image = pipe(canvas, num_inference_steps, generator=generator, batch_size=batch_size,
-                     noise=noise[z].numpy()).image
+                     noise=noise[z].numpy(), conditions=None if slice_conditions is None else conditions).image
         volume[z] = image[:height, :width]
     return volume
 
@@ -299,10 +320,9 @@ def finish_volume(
     missing relative to the fitted Poisson-Gaussian model is then added independently per voxel
     (:func:`cellcascade.pipelines.cascade.finish_image`, which works on volumes).
 
-    By default the axial PSF is the fitted one (``imaging.psf_sigma_z``, from 3D training data) and none is added
-    for an imaging model fitted on 2D data: on the BBBC050 reference the textured volume without extra axial blur
-    matched the real continuity figures best, and an assumed ratio (1.5 or 3) made it smoother along z than the
-    real volume (``benchmarks/results/texture3d_continuity.md``). Pass `axial_ratio` for a known anisotropic PSF.
+    The axial PSF is the fitted one (``imaging.psf_sigma_z``, from 3D training data) where there is one; otherwise
+    `axial_ratio` gives it, and with None no axial blur is added. (3D generation passes
+    :data:`cellcascade.imaging.psf.DEFAULT_AXIAL_PSF`, calibrated on generated volumes; see its comment.)
 
     Parameters
     ----------

@@ -81,7 +81,7 @@ def main(argv=None) -> int:
     parser.add_argument("--axial-psf", type=float, default=None, help="pass --axial-psf R to generate")
     parser.add_argument("--tag", default="generate3d", help="results/TAG.{md,json} (default generate3d)")
     args = parser.parse_args(argv)
-    results = RESULTS.with_name(args.tag)
+    results = RESULTS.parent / args.tag  # + .json / .md (a tag may hold dots: no with_suffix)
     cmd = command(args.n, args.out, args.threads, args.axial_psf)
     print(" ".join(cmd), flush=True)
     start = time.perf_counter()

@@ -256,7 +256,7 @@ def main(argv=None) -> int:
     if not args.model:
         parser.error("give --train OUT or --model MODEL")
     report = evaluate(args.model, args.seeds, args.steps, args.device, args.samples)
-    results = RESULTS.with_name(args.tag)
+    results = RESULTS.parent / args.tag  # + .json / .md (a tag may hold dots: no with_suffix)
     results.parent.mkdir(parents=True, exist_ok=True)
     results.with_name(f"{results.name}.json").write_text(json.dumps(report, indent=1))
     results.with_name(f"{results.name}.md").write_text(markdown(report))

@@ -33,6 +33,14 @@ def test_every_subcommand_has_help_for_every_option(command, capsys):
             assert flag in text
 
 
+def test_generate_help_names_the_default_axial_psf():
+    from cellcascade.imaging.psf import DEFAULT_AXIAL_PSF
+
+    sub = build_parser()._subparsers._group_actions[0].choices["generate"]
+    [action] = [a for a in sub._actions if "--axial-psf" in a.option_strings]
+    assert f"default {DEFAULT_AXIAL_PSF}," in action.help
+
+
 def test_populate_writes_labels_preview_and_manifest(tmp_path):
     """With the shipped default mask model: the README's main job in small."""
     out = tmp_path / "out"

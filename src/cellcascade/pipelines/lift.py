@@ -34,7 +34,7 @@ from scipy import ndimage as ndi
 
 from cellcascade.data.annotated import check_spacing
 from cellcascade.errors import CellcascadeError
-from cellcascade.pipelines.multiview import MultiviewPipeline, check_mask_2d, mask_frame_2d
+from cellcascade.pipelines.multiview import MultiviewPipeline, check_mask_2d
 from cellcascade.reconstruction import default_config, fit_sdf, voxelize
 from cellcascade.shapes3d import ellipsoid_of_revolution
 
@@ -164,32 +164,34 @@ def _lift_batch(pipe, masks, spacing, steps, generator, options: FitOptions, bat
     silhouettes = views.all_silhouettes()
     silhouettes = silhouettes.reshape(len(masks), options.samples, *silhouettes.shape[1:]).mean(axis=1)
     half_width = views.half_width[:: options.samples]
+    centre = views.centre[:: options.samples]
     usable = np.flatnonzero((silhouettes > 0.5).any(axis=(2, 3)).all(axis=1))
     result: list = [None] * len(masks)
     if len(usable) == 0:
         return result
-    half_width = half_width[usable]
+    half_width, centre = half_width[usable], centre[usable]
     config = replace(default_config("fast"), hull_tolerance=options.hull_tolerance)
     fit = fit_sdf(silhouettes[usable], views.all_views(), mode="fast", steps=options.steps, config=config,
                   half_width=tuple(float(h) for h in half_width), generator=_fit_generator(generator), device=device)
-    for index, (volume, inside) in zip(usable, _voxelize_on_masks(fit.field, [masks[i] for i in usable],
-                                                                 half_width, spacing)):
+    on_masks = _voxelize_on_masks(fit.field, [masks[i] for i in usable], centre, half_width, spacing)
+    for index, (volume, inside) in zip(usable, on_masks):
         cell = largest_component(volume)
         # A reconstruction whose footprint lost half of the 2D mask, or spreads over twice its area (views that
         # disagree, or a model that draws no cell), is not that cell. (Masks and output share the xy pixel size.)
         # Checked before carving, which would hide the spreading.
         if not (cell.size and 0.5 <= cell.any(axis=0).sum() / masks[index].sum() <= 2.0):
             continue
-        result[index] = largest_component(volume & inside) if options.carve else cell
-        if result[index].size == 0:
-            result[index] = None
+        if options.carve:
+            cell = largest_component(volume & inside)
+        result[index] = cell if cell.size else None
     return result
 
 
-def _voxelize_on_masks(field, masks, half_width, spacing) -> list:
+def _voxelize_on_masks(field, masks, centre, half_width, spacing) -> list:
     """Voxelise each fitted cell around its own 2D mask's pixel grid.
 
-    Each frame is centred on its mask's centroid (the frame rule of the multiview model), so the xy axes of the
+    Each frame is centred on its mask's centroid (`centre`, (N, 2) index coordinates (y, x): the frame rule of the
+    multiview model, as its output reports it), so the xy axes of the
     volume and of the mask coincide, with a border of ``pad`` pixels around the mask's grid that holds whatever the
     fit put outside the mask.
 
@@ -203,7 +205,7 @@ def _voxelize_on_masks(field, masks, half_width, spacing) -> list:
     pad = math.ceil(float(half_width.max()) / min(dy, dx))
     depth = 2 * math.ceil(float(half_width.max()) / dz) + 1
     grid = (depth, max(m.shape[0] for m in masks) + 2 * pad, max(m.shape[1] for m in masks) + 2 * pad)
-    centres = np.array([((depth - 1) / 2, *(mask_frame_2d(m)[0] + pad)) for m in masks])
+    centres = np.column_stack([np.full(len(masks), (depth - 1) / 2), np.asarray(centre) + pad])
     volumes = voxelize(field, grid, spacing, centre=centres)
     volumes = volumes[None] if volumes.ndim == 3 else volumes
     out = []

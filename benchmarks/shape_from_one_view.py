@@ -20,6 +20,9 @@ Run from the repository root:
     OMP_NUM_THREADS=1 python benchmarks/shape_from_one_view.py --train runs/multiview-nuclei   # ~1 h on 1 core
     OMP_NUM_THREADS=1 python benchmarks/shape_from_one_view.py --model runs/multiview-nuclei
 
+With ``--view-chords`` the model also gets each view's chord profile of the top view (an ablation, see
+benchmarks/results/shape_from_one_view_chords.md).
+
 Writes benchmarks/results/shape_from_one_view.{md,json,png} (or TAG.{md,json,png} with --tag TAG). Needs ../shared/data for BBBC050 (left out, with a
 note, when absent).
 """
@@ -91,7 +94,7 @@ def ratio_range(data: list[dict]) -> tuple[float, float]:
     return float(round(low, 2)), float(round(high, 2))
 
 
-def train(out: Path, device: str) -> None:
+def train(out: Path, device: str, view_chords: bool = False) -> None:
     from cellcascade.training.loop import TrainConfig
     from cellcascade.training.multiview import MultiviewDataConfig, train_multiview_model
 
@@ -102,7 +105,7 @@ def train(out: Path, device: str) -> None:
         projection_items(data), out,
         data=MultiviewDataConfig(size=32, n_side=8, spacing=(1.0, 1.0, 1.0), axial_ratio=ratios,
                                  shapes_per_mask=SHAPES_PER_MASK),
-        preset="cpu",
+        preset="cpu", view_chords=view_chords,
         config=TrainConfig(steps=TRAIN_STEPS, batch_size=TRAIN_BATCH, learning_rate=3e-4, checkpoint_every=100),
         device=device,
     )
@@ -149,8 +152,9 @@ def evaluate(model: Path, seeds: list[int], steps: int, device: str, samples: in
     report = {"command": " ".join([f"{prefix}python benchmarks/shape_from_one_view.py"] + sys.argv[1:]),
               "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {torch.get_num_threads()} thread(s)",
               "input": "z-projection of each nucleus (its 2D mask seen down z)", "model": str(model),
-              "model_training": {k: training[k] for k in ("data", "preset", "train_config", "samples", "cells_2d",
-                                                          "cells_3d", "initial_loss", "final_loss")},
+              "model_training": {**{k: training[k] for k in ("data", "preset", "train_config", "samples", "cells_2d",
+                                                             "cells_3d", "initial_loss", "final_loss")},
+                                 "view_chords": training.get("view_chords", False)},
               "multiview_steps": steps, "lift": {**LIFT, "samples": samples}, "seeds": seeds, "datasets": []}
     for d in datasets():
         spacing, truths = d["spacing"], d["cells"]
@@ -191,7 +195,9 @@ def markdown(report: dict) -> str:
              f"Input: {report['input']}. Multiview model: trained on the built-in shape prior only "
              f"({report['model_training']['cells_2d']} z-projections, axial ratio "
              f"{report['model_training']['data']['axial_ratio']}, {report['model_training']['train_config']['steps']} "
-             f"steps, preset {report['model_training']['preset']}); {report['multiview_steps']} sampler steps, "
+             f"steps, preset {report['model_training']['preset']}"
+             f"{', view chords' if report['model_training'].get('view_chords') else ''}); "
+             f"{report['multiview_steps']} sampler steps, "
              f"{report['lift']['samples']} draws averaged per nucleus, hull tolerance {report['lift']['hull_tolerance']}, "
              f"{'carved to the 2D mask' if report['lift'].get('carve') else 'not carved'}; "
              f"multiview rows are means over seeds {report['seeds']}.", "",
@@ -242,6 +248,8 @@ def figure(report: dict, path: Path) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train", type=Path, help="train the benchmark's multiview model into this folder, then stop")
+    parser.add_argument("--view-chords", action="store_true",
+                        help="with --train: give the model each view's chord profile of the top view (MultiviewUNet)")
     parser.add_argument("--model", type=Path, help="a trained multiview model folder (from --train)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="multiview sampling seeds")
     parser.add_argument("--steps", type=int, default=20, help="multiview sampler steps")
@@ -251,7 +259,7 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     if args.train:
-        train(args.train, args.device)
+        train(args.train, args.device, args.view_chords)
         return 0
     if not args.model:
         parser.error("give --train OUT or --model MODEL")

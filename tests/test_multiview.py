@@ -67,6 +67,48 @@ def test_model_output_shape_and_input_check():
         unet(torch.randn(2, 4, 16, 16), 1)
 
 
+@pytest.mark.parametrize("azimuth", [0.0, 30.0, 90.0, 157.5])
+def test_chord_profile_of_a_centred_disc_is_its_chord_length(azimuth):
+    unet = build_multiview_unet(32, Views((0.0,), (azimuth,)), preset="tiny", view_chords=True)
+    centres = (2 * np.arange(32) + 1) / 32 - 1
+    yy, xx = np.meshgrid(centres, centres, indexing="ij")
+    top = torch.from_numpy(np.where(np.hypot(yy, xx) <= 0.6, 1.0, -1.0)[None, None].astype(np.float32))
+    profile = unet.chord_profiles(top)[0, 0]
+    assert torch.equal(profile, profile[:1].expand(32, 32))  # the same in every row
+    length = (profile[0] + 1).numpy()
+    expected = 2 * np.sqrt(np.clip(0.36 - centres**2, 0, None))  # the disc's chord at each column's centre
+    assert np.abs(length - expected)[np.abs(centres) < 0.5].max() < 0.1
+    assert np.all(length[np.abs(centres) > 0.65] == 0)  # columns the disc does not reach: -1
+
+
+def test_every_side_view_lies_inside_its_chord_profile():
+    """A side view's column can hold cell only where the top view's line along the rays meets the mask."""
+    unet = build_multiview_unet(32, ring_views(8, top=False), preset="tiny", view_chords=True)
+    cell = ellipsoid((13, 25, 25), (5.0, 10.0, 4.5), centre=(6.0, 11.5, 13.0))
+    for rotation in (0.0, 35.0, 100.0):
+        top, side = render_pair(cell, unet.views, (1.5, 1.0, 1.0), 32, 1.3, rotation=rotation)
+        profile = unet.chord_profiles(torch.from_numpy(top[None, None] * 2.0 - 1))[0, :, 0].numpy()
+        occupied = side.any(axis=1)  # (K, S) columns with cell
+        assert occupied.sum() > 50 and not np.any(occupied & (profile == -1))
+        assert np.count_nonzero((profile > -1) & ~occupied) <= 2 * len(side)  # at most a sub-pixel rim per side
+
+
+def test_chord_model_takes_its_third_channel_and_round_trips(tmp_path):
+    torch.manual_seed(0)
+    unet = build_multiview_unet(16, SIDE, preset="tiny", view_chords=True)
+    assert unet.unet.config.in_channels == 3 and tiny_unet().unet.config.in_channels == 2
+    x = torch.randn(2, 5, 16, 16)
+    moved = x.clone()
+    moved[:, 4] = torch.roll(x[:, 4], 3, dims=-1)  # another top view: other chords and another condition
+    with torch.no_grad():
+        assert not torch.allclose(unet(x, 7).sample, unet(moved, 7).sample)
+    unet.save_pretrained(tmp_path / "unet")
+    again = MultiviewUNet.from_pretrained(tmp_path / "unet", use_safetensors=True)
+    assert again.config.view_chords is True
+    with torch.no_grad():
+        torch.testing.assert_close(unet(x, 7).sample, again(x, 7).sample)
+
+
 def test_cross_view_attention_mixes_views_and_nothing_else_does():
     x = torch.randn(1, 5, 16, 16)
     changed = x.clone()

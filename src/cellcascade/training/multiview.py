@@ -21,6 +21,10 @@ in the pipeline's config so that generation frames 2D masks the same way.
 The network and the loop are the shared ones: :class:`~cellcascade.models.multiview.MultiviewUNet` takes the K
 side views as the loop's "images" and the top view as its "condition" channel; the loop's flips/rot90
 augmentation is off (rotating every view in its image plane is not a 3D rotation), the rotations above replace it.
+With ``view_chords=True`` the network also gets the top view's chord profile seen from each view, which it computes
+from the top view itself, so data and loop are the same with or without it. Off by default: at the benchmark's
+budget (1500 steps, preset cpu) it did not lift real nuclei better (mean IoU 0.779 vs 0.782,
+``benchmarks/results/shape_from_one_view_chords.md``).
 """
 
 from __future__ import annotations
@@ -288,6 +292,7 @@ def train_multiview_model(
     *,
     data: MultiviewDataConfig | None = None,
     preset: str = "cpu",
+    view_chords: bool = False,
     config: TrainConfig | None = None,
     device: str = "auto",
     progress: bool = True,
@@ -308,6 +313,8 @@ def train_multiview_model(
     data : MultiviewDataConfig
         Views, size, spacing, axial ratio, samples per cell.
     preset : {"tiny", "cpu", "gpu"}
+    view_chords : bool
+        Give each view the top view's chord profile seen from it (:class:`~cellcascade.models.multiview.MultiviewUNet`).
     config : TrainConfig
     device : {"auto", "cpu", "cuda"}
     progress : bool
@@ -327,7 +334,7 @@ def train_multiview_model(
     masks_2d, volumes_3d = training_cells(items)
     if not masks_2d and not volumes_3d:
         raise CellcascadeError("no whole annotated cells found (cells cut by the border are left out)")
-    options = {"data": _jsonable(asdict(data)), "preset": preset}
+    options = {"data": _jsonable(asdict(data)), "preset": preset, "view_chords": bool(view_chords)}
     work = out_dir.with_name(out_dir.name + ".checkpoint")
     if (work / CHECKPOINT_DIR).exists() and (work / DATA_FILE).exists():
         saved = json.loads((work / DATA_FILE).read_text())
@@ -338,7 +345,7 @@ def train_multiview_model(
     pairs = build_training_set(masks_2d, volumes_3d, data)
     scheduler = DDPMScheduler(**NOISE_SCHEDULE)
     torch.manual_seed(config.seed)  # the initial weights
-    unet = build_multiview_unet(data.size, data.views(), preset)
+    unet = build_multiview_unet(data.size, data.views(), preset, view_chords=bool(view_chords))
     initial_loss = denoising_loss(unet, scheduler, pairs)
     work.mkdir(parents=True, exist_ok=True)
     (work / DATA_FILE).write_text(json.dumps(options, indent=1))

@@ -36,7 +36,7 @@ from cellcascade.evaluation.continuity import continuity_scores
 from cellcascade.evaluation.realism import realism_scores
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results" / "generate3d"
+RESULTS = ROOT / "benchmarks" / "results"
 BBBC050 = ROOT.parent / "shared" / "data" / "BBBC050-mouse-embryo-3D"
 TILE = 48
 Z_STEP = 2.0
@@ -81,7 +81,6 @@ def main(argv=None) -> int:
     parser.add_argument("--axial-psf", type=float, default=None, help="pass --axial-psf R to generate")
     parser.add_argument("--tag", default="generate3d", help="results/TAG.{md,json} (default generate3d)")
     args = parser.parse_args(argv)
-    results = RESULTS.parent / args.tag  # + .json / .md (a tag may hold dots: no with_suffix)
     cmd = command(args.n, args.out, args.threads, args.axial_psf)
     print(" ".join(cmd), flush=True)
     start = time.perf_counter()
@@ -121,9 +120,9 @@ def main(argv=None) -> int:
         report["real_bbbc050_kid_xy_odd_vs_even"] = kid(a, b)
     else:
         print(f"note: {raw} not found: the real reference is left out", file=sys.stderr)
-    results.parent.mkdir(parents=True, exist_ok=True)
-    results.with_name(f"{results.name}.json").write_text(json.dumps(report, indent=1))
-    results.with_name(f"{results.name}.md").write_text(markdown(report))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{args.tag}.json").write_text(json.dumps(report, indent=1))
+    (RESULTS / f"{args.tag}.md").write_text(markdown(report))
     print(markdown(report))
     return 0
 

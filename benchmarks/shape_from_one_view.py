@@ -50,7 +50,7 @@ from reconstruction_modes import BBBC050, BBBC050_SPACING, stardist_spacing  # n
 from cellcascade.shapes3d import axial_ratio, centred_iou, ellipsoid_of_revolution, extrude, median_height, z_extent
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results" / "shape_from_one_view"
+RESULTS = ROOT / "benchmarks" / "results"
 TRAIN_STEPS, TRAIN_BATCH, SHAPES_PER_MASK = 1500, 8, 32
 # lift_masks' defaults: draws averaged per cell, hull tolerance, voxels outside the 2D mask cleared
 LIFT = {"samples": 4, "hull_tolerance": 1, "carve": True}
@@ -258,17 +258,18 @@ def main(argv=None) -> int:
     parser.add_argument("--tag", default="shape_from_one_view", help="name of the result files")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
+    if args.view_chords and not args.train:
+        parser.error("--view-chords is a training option: give it with --train OUT")
     if args.train:
         train(args.train, args.device, args.view_chords)
         return 0
     if not args.model:
         parser.error("give --train OUT or --model MODEL")
     report = evaluate(args.model, args.seeds, args.steps, args.device, args.samples)
-    results = RESULTS.parent / args.tag  # + .json / .md (a tag may hold dots: no with_suffix)
-    results.parent.mkdir(parents=True, exist_ok=True)
-    results.with_name(f"{results.name}.json").write_text(json.dumps(report, indent=1))
-    results.with_name(f"{results.name}.md").write_text(markdown(report))
-    figure(report, results.with_name(f"{results.name}.png"))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{args.tag}.json").write_text(json.dumps(report, indent=1))
+    (RESULTS / f"{args.tag}.md").write_text(markdown(report))
+    figure(report, RESULTS / f"{args.tag}.png")
     print(markdown(report))
     return 0
 

@@ -244,14 +244,14 @@ def texture_volume(
     noise = correlated_noise((depth, canvas_h, canvas_w), spacing, correlation_length, generator)
     volume = np.empty(labels.shape, np.float32)
     canvas = np.zeros((canvas_h, canvas_w), labels.dtype)
-    conditions = np.zeros((len(CONDITION_NAMES), canvas_h, canvas_w), np.float32)
     slice_conditions = volume_slice_conditions(labels, spacing) if distance == "3d" else None
+    conditions = None if slice_conditions is None else np.zeros((len(CONDITION_NAMES), canvas_h, canvas_w), np.float32)
     for z in tqdm(range(depth), desc="texture 3D", disable=not progress):
         canvas[:height, :width] = labels[z]
-        if slice_conditions is not None:
+        if conditions is not None:
             conditions[:, :height, :width] = slice_conditions[z]
         image = pipe(canvas, num_inference_steps, generator=generator, batch_size=batch_size,
-                     noise=noise[z].numpy(), conditions=None if slice_conditions is None else conditions).image
+                     noise=noise[z].numpy(), conditions=conditions).image
         volume[z] = image[:height, :width]
     return volume
 

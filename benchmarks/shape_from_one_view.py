@@ -20,8 +20,10 @@ Run from the repository root:
     OMP_NUM_THREADS=1 python benchmarks/shape_from_one_view.py --train runs/multiview-nuclei   # ~1 h on 1 core
     OMP_NUM_THREADS=1 python benchmarks/shape_from_one_view.py --model runs/multiview-nuclei
 
-With ``--view-chords`` the model also gets each view's chord profile of the top view (an ablation, see
-benchmarks/results/shape_from_one_view_chords.md).
+The model is trained with the library's defaults, x0 prediction and view chords (recorded in
+benchmarks/results/shape_from_one_view_x0_chords.md); the ablations ``--prediction epsilon`` (predict the noise) and
+``--no-view-chords`` (no chord profiles of the top view) train the variants recorded in
+shape_from_one_view.md (both), shape_from_one_view_chords.md (epsilon) and shape_from_one_view_x0.md (no chords).
 
 Writes benchmarks/results/shape_from_one_view.{md,json,png} (or TAG.{md,json,png} with --tag TAG). Needs ../shared/data for BBBC050 (left out, with a
 note, when absent).
@@ -94,7 +96,7 @@ def ratio_range(data: list[dict]) -> tuple[float, float]:
     return float(round(low, 2)), float(round(high, 2))
 
 
-def train(out: Path, device: str, view_chords: bool = False) -> None:
+def train(out: Path, device: str, view_chords: bool = True, prediction_type: str = "sample") -> None:
     from cellcascade.training.loop import TrainConfig
     from cellcascade.training.multiview import MultiviewDataConfig, train_multiview_model
 
@@ -105,7 +107,7 @@ def train(out: Path, device: str, view_chords: bool = False) -> None:
         projection_items(data), out,
         data=MultiviewDataConfig(size=32, n_side=8, spacing=(1.0, 1.0, 1.0), axial_ratio=ratios,
                                  shapes_per_mask=SHAPES_PER_MASK),
-        preset="cpu", view_chords=view_chords,
+        preset="cpu", view_chords=view_chords, prediction_type=prediction_type,
         config=TrainConfig(steps=TRAIN_STEPS, batch_size=TRAIN_BATCH, learning_rate=3e-4, checkpoint_every=100),
         device=device,
     )
@@ -154,7 +156,8 @@ def evaluate(model: Path, seeds: list[int], steps: int, device: str, samples: in
               "input": "z-projection of each nucleus (its 2D mask seen down z)", "model": str(model),
               "model_training": {**{k: training[k] for k in ("data", "preset", "train_config", "samples", "cells_2d",
                                                              "cells_3d", "initial_loss", "final_loss")},
-                                 "view_chords": training.get("view_chords", False)},
+                                 "view_chords": training.get("view_chords", False),
+                                 "prediction_type": training.get("prediction_type", "epsilon")},
               "multiview_steps": steps, "lift": {**LIFT, "samples": samples}, "seeds": seeds, "datasets": []}
     for d in datasets():
         spacing, truths = d["spacing"], d["cells"]
@@ -196,7 +199,8 @@ def markdown(report: dict) -> str:
              f"({report['model_training']['cells_2d']} z-projections, axial ratio "
              f"{report['model_training']['data']['axial_ratio']}, {report['model_training']['train_config']['steps']} "
              f"steps, preset {report['model_training']['preset']}"
-             f"{', view chords' if report['model_training'].get('view_chords') else ''}); "
+             f"{', view chords' if report['model_training'].get('view_chords') else ''}"
+             f"{', x0 prediction' if report['model_training'].get('prediction_type') == 'sample' else ''}); "
              f"{report['multiview_steps']} sampler steps, "
              f"{report['lift']['samples']} draws averaged per nucleus, hull tolerance {report['lift']['hull_tolerance']}, "
              f"{'carved to the 2D mask' if report['lift'].get('carve') else 'not carved'}; "
@@ -248,8 +252,10 @@ def figure(report: dict, path: Path) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train", type=Path, help="train the benchmark's multiview model into this folder, then stop")
-    parser.add_argument("--view-chords", action="store_true",
-                        help="with --train: give the model each view's chord profile of the top view (MultiviewUNet)")
+    parser.add_argument("--view-chords", action=argparse.BooleanOptionalAction, default=None,
+                        help="with --train: give the model each view's chord profile of the top view (default on)")
+    parser.add_argument("--prediction", choices=("sample", "epsilon"), default=None,
+                        help="with --train: what the model predicts, the clean views (sample, x0; default) or the noise")
     parser.add_argument("--model", type=Path, help="a trained multiview model folder (from --train)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="multiview sampling seeds")
     parser.add_argument("--steps", type=int, default=20, help="multiview sampler steps")
@@ -258,10 +264,10 @@ def main(argv=None) -> int:
     parser.add_argument("--tag", default="shape_from_one_view", help="name of the result files")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
-    if args.view_chords and not args.train:
-        parser.error("--view-chords is a training option: give it with --train OUT")
+    if (args.view_chords is not None or args.prediction is not None) and not args.train:
+        parser.error("--[no-]view-chords and --prediction are training options: give them with --train OUT")
     if args.train:
-        train(args.train, args.device, args.view_chords)
+        train(args.train, args.device, args.view_chords is not False, args.prediction or "sample")
         return 0
     if not args.model:
         parser.error("give --train OUT or --model MODEL")

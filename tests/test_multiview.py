@@ -323,3 +323,40 @@ def test_training_refuses_existing_output_and_changed_data_options(tmp_path):
         train_multiview_model([AnnotatedImage(labels.astype(float), labels, "cut")], tmp_path / "n",
                               data=TINY_DATA, **kwargs)
     shutil.rmtree(tmp_path / "m.checkpoint")
+
+
+def test_denoising_target_follows_the_prediction_type():
+    from diffusers import DDPMScheduler
+
+    from cellcascade.training.loop import denoising_target
+
+    clean, noise = torch.rand(2, 3, 4, 4) * 2 - 1, torch.randn(2, 3, 4, 4)
+    timesteps = torch.tensor([10, 900])
+    for kind, expected in [("epsilon", noise), ("sample", clean)]:
+        scheduler = DDPMScheduler(**{**NOISE_SCHEDULE, "prediction_type": kind})
+        assert torch.equal(denoising_target(scheduler, clean, noise, timesteps), expected)
+    velocity = DDPMScheduler(**{**NOISE_SCHEDULE, "prediction_type": "v_prediction"})
+    alpha = velocity.alphas_cumprod[timesteps].sqrt().view(-1, 1, 1, 1)
+    sigma = (1 - velocity.alphas_cumprod[timesteps]).sqrt().view(-1, 1, 1, 1)
+    assert torch.allclose(denoising_target(velocity, clean, noise, timesteps), alpha * noise - sigma * clean, atol=1e-6)
+
+
+def test_x0_model_trains_saves_its_prediction_type_and_samples_what_it_predicts(tmp_path, monkeypatch):
+    items = items_2d()
+    config = TrainConfig(steps=24, batch_size=4, learning_rate=2e-3, warmup_steps=1, checkpoint_every=100)
+    with pytest.raises(CellcascadeError, match="prediction type"):
+        train_multiview_model(items, tmp_path / "bad", data=TINY_DATA, preset="tiny", config=config,
+                              prediction_type="v_prediction", progress=False)
+    assert not (tmp_path / "bad").exists() and not (tmp_path / "bad.checkpoint").exists()
+    train_multiview_model(items, tmp_path / "x0", data=TINY_DATA, preset="tiny", config=config,
+                          prediction_type="sample", device="cpu", progress=False)
+    record = json.loads((tmp_path / "x0" / "training.json").read_text())
+    assert record["prediction_type"] == "sample" and record["final_loss"] < 0.8 * record["initial_loss"]
+    pipe = load_multiview_pipeline(tmp_path / "x0")
+    assert pipe.scheduler.config.prediction_type == "sample"
+    # An oracle network that always predicts the same clean views: a deterministic x0 sampler must end on them,
+    # which holds only if the sampler reads the output as x0 (read as noise, it would end elsewhere).
+    views = torch.from_numpy(np.where(disc(5.0, (16, 16)), 0.9, -0.9).astype(np.float32))[None, None].repeat(1, 4, 1, 1)
+    monkeypatch.setattr(pipe.unet, "forward", lambda x, t: type("Out", (), {"sample": views.expand(x.shape[0], -1, -1, -1)}))
+    out = pipe.denoise(torch.ones(2, 1, 16, 16), 5, torch.Generator().manual_seed(0))
+    np.testing.assert_allclose(out, views.expand(2, -1, -1, -1).numpy(), atol=1e-5)

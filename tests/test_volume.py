@@ -211,9 +211,12 @@ def test_fit_3d_on_the_command_line_with_optional_3d_masks(tmp_path, pairs_folde
               "--mask-steps", "2", "--texture-steps", "2", "--multiview-steps", "2", "--batch-size", "4",
               "--views", "4", "--quiet"]
     out = tmp_path / "model"
-    assert main([*common, "--masks-3d", str(volumes), "--masks-3d-z-step", "2", "--out", str(out)]) == 0
+    assert main([*common, "--masks-3d", str(volumes), "--masks-3d-z-step", "2", "--multiview-prediction", "epsilon",
+                 "--out", str(out)]) == 0
     training = json.loads((out / "multiview" / "training.json").read_text())
-    assert training["cells_3d"] == 2 and training["cells_2d"] == 12
+    assert training["cells_3d"] == 2 and training["cells_2d"] == 12 and training["prediction_type"] == "epsilon"
+    assert training["view_chords"] is True  # fit's default
+    assert Cascade.load(out).multiview.scheduler.config.prediction_type == "epsilon"
     assert training["data"]["spacing"] == [2.0, 1.0, 1.0] and training["data"]["axial_ratio"] == [0.6, 1.0]
     assert Cascade.load(out).multiview is not None
     bad = tmp_path / "bad"

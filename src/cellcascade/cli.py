@@ -152,6 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="side views generated per cell by the multiview model (default 8)")
     p.add_argument("--multiview-steps", type=_positive_int, default=1500,
                    help="multiview model optimizer steps (default 1500)")
+    p.add_argument("--multiview-prediction", choices=("sample", "epsilon"), default="sample",
+                   help="what the multiview network learns to predict: the clean side views (sample, x0) or the "
+                   "noise (epsilon) (default sample)")
+    p.add_argument("--view-chords", action=argparse.BooleanOptionalAction, default=True,
+                   help="give the multiview network each side view's chord profile of the 2D mask, a geometric "
+                   "hint of where the cell can be (default on; --no-view-chords: the 2D mask alone)")
     _add_common(p)
 
     p = sub.add_parser("generate", help="generate synthetic images with dense instance labels from a cascade",
@@ -410,7 +416,8 @@ def _multiview_stage(args: argparse.Namespace, config):
     if args.masks_3d is not None and any(v.ndim != 3 for v in volumes):
         raise CellcascadeError(f"{args.masks_3d}: --masks-3d must hold 3D (Z, Y, X) annotations")
     data = MultiviewDataConfig(n_side=args.views, spacing=(dz, 1.0, 1.0), axial_ratio=(low, high), seed=args.seed)
-    return MultiviewStage(data=data, config=config(args.multiview_steps, 3e-4), volumes=volumes)
+    return MultiviewStage(data=data, config=config(args.multiview_steps, 3e-4), volumes=volumes,
+                          prediction_type=args.multiview_prediction, view_chords=args.view_chords)
 
 
 def _generate_shape(args: argparse.Namespace) -> tuple[int, ...]:

@@ -184,11 +184,17 @@ class MultiviewStage:
     config : TrainConfig
     volumes : list of AnnotatedImage (3D), optional
         The user's 3D masks, if any (their cells are rendered to silhouettes besides the prior's).
+    prediction_type : {"sample", "epsilon"}
+        What the multiview network predicts: the clean side views (x0) or the noise.
+    view_chords : bool
+        Give the network each view's chord profile of the top view.
     """
 
     data: MultiviewDataConfig
     config: TrainConfig
     volumes: list = field(default_factory=list)
+    prediction_type: str = "sample"
+    view_chords: bool = True
 
 
 def fit_cascade(
@@ -267,8 +273,9 @@ def fit_cascade(
             return work
     if multiview is not None and not (work / "multiview").exists():
         if train_multiview_model(list(items) + list(multiview.volumes), work / "multiview", data=multiview.data,
-                                 preset=preset, config=multiview.config, device=device, progress=progress,
-                                 stop_after=stop_after.get("multiview")) is None:
+                                 preset=preset, prediction_type=multiview.prediction_type,
+                                 view_chords=multiview.view_chords, config=multiview.config,
+                                 device=device, progress=progress, stop_after=stop_after.get("multiview")) is None:
             return work
     imaging = ImagingModel.fit(items)
     (work / "imaging").mkdir(exist_ok=True)

@@ -260,8 +260,8 @@ class MultiviewPipeline(DiffusionPipeline):
         top = top.to(self.device)
         self.scheduler.set_timesteps(num_inference_steps)
         for t in self.scheduler.timesteps:
-            noise = self.unet(torch.cat([x, top], dim=1), t).sample
-            x = self.scheduler.step(noise, t, x).prev_sample
+            prediction = self.unet(torch.cat([x, top], dim=1), t).sample  # noise or clean views (prediction type)
+            x = self.scheduler.step(prediction, t, x).prev_sample
         return x.clamp(-1, 1).float().cpu().numpy()
 
     @torch.no_grad()

@@ -24,9 +24,10 @@ from tqdm.auto import tqdm
 from cellcascade.errors import CellcascadeError
 
 CHECKPOINT_DIR = "checkpoint"
-# What the network learns to predict, read from the noise scheduler's config: the noise ("epsilon", the mask stage)
-# or the velocity ("v_prediction", the texture stage: it keeps the image's mean level right at the noisiest steps).
-PREDICTION_TYPES = ("epsilon", "v_prediction")
+# What the network learns to predict, read from the noise scheduler's config: the noise ("epsilon", the mask stage),
+# the velocity ("v_prediction", the texture stage: it keeps the image's mean level right at the noisiest steps) or the
+# clean sample itself ("sample", an option of the multiview stage: nearly determined binary targets).
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
 
 @dataclass
@@ -40,6 +41,21 @@ class TrainConfig:
     ema_decay: float = 0.999
     checkpoint_every: int = 500
     seed: int = 0
+
+
+def denoising_target(noise_scheduler, clean: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    """What the network must output for ``noise_scheduler.add_noise(clean, noise, timesteps)``, by prediction type.
+
+    clean, noise : Tensor float32 (B, C, H, W); timesteps : Tensor int64 (B,). Returns a tensor like `clean`.
+    """
+    kind = noise_scheduler.config.prediction_type
+    if kind == "v_prediction":
+        return noise_scheduler.get_velocity(clean, noise, timesteps)
+    if kind == "sample":
+        return clean
+    if kind == "epsilon":
+        return noise
+    raise CellcascadeError(f"prediction type must be one of {PREDICTION_TYPES}, not {kind!r}")
 
 
 def make_accelerator(device: str = "auto") -> Accelerator:
@@ -94,7 +110,8 @@ def train_denoiser(
     progress: bool = True,
     stop_after: int | None = None,
 ) -> UNet2DModel:
-    """Train `unet` to predict the noise added to `images`; return the EMA copy of the weights.
+    """Train `unet` to denoise `images` (noise, velocity or clean sample: the scheduler's prediction type); return the
+    EMA copy of the weights.
 
     Parameters
     ----------
@@ -158,10 +175,7 @@ def train_denoiser(
         noisy = noise_scheduler.add_noise(clean, noise, timesteps)
         inputs = torch.cat([noisy, cond], dim=1).to(accelerator.device)
         prediction = model(inputs, timesteps.to(accelerator.device)).sample
-        if noise_scheduler.config.prediction_type == "v_prediction":
-            target = noise_scheduler.get_velocity(clean, noise, timesteps)
-        else:
-            target = noise
+        target = denoising_target(noise_scheduler, clean, noise, timesteps)
         error = F.mse_loss(prediction, target.to(accelerator.device), reduction="none")
         if weight is not None:
             weight = weight.to(accelerator.device)

@@ -96,7 +96,8 @@ def ratio_range(data: list[dict]) -> tuple[float, float]:
     return float(round(low, 2)), float(round(high, 2))
 
 
-def train(out: Path, device: str, view_chords: bool = True, prediction_type: str = "sample") -> None:
+def train(out: Path, device: str, **model_options) -> None:
+    """Train the benchmark's model; `model_options` (view_chords, prediction_type) override the library's defaults."""
     from cellcascade.training.loop import TrainConfig
     from cellcascade.training.multiview import MultiviewDataConfig, train_multiview_model
 
@@ -107,7 +108,7 @@ def train(out: Path, device: str, view_chords: bool = True, prediction_type: str
         projection_items(data), out,
         data=MultiviewDataConfig(size=32, n_side=8, spacing=(1.0, 1.0, 1.0), axial_ratio=ratios,
                                  shapes_per_mask=SHAPES_PER_MASK),
-        preset="cpu", view_chords=view_chords, prediction_type=prediction_type,
+        preset="cpu", **model_options,
         config=TrainConfig(steps=TRAIN_STEPS, batch_size=TRAIN_BATCH, learning_rate=3e-4, checkpoint_every=100),
         device=device,
     )
@@ -267,7 +268,8 @@ def main(argv=None) -> int:
     if (args.view_chords is not None or args.prediction is not None) and not args.train:
         parser.error("--[no-]view-chords and --prediction are training options: give them with --train OUT")
     if args.train:
-        train(args.train, args.device, args.view_chords is not False, args.prediction or "sample")
+        given = {"view_chords": args.view_chords, "prediction_type": args.prediction}
+        train(args.train, args.device, **{k: v for k, v in given.items() if v is not None})
         return 0
     if not args.model:
         parser.error("give --train OUT or --model MODEL")

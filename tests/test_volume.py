@@ -216,9 +216,9 @@ def test_fit_3d_on_the_command_line_with_optional_3d_masks(tmp_path, pairs_folde
     training = json.loads((out / "multiview" / "training.json").read_text())
     assert training["cells_3d"] == 2 and training["cells_2d"] == 12 and training["prediction_type"] == "epsilon"
     assert training["view_chords"] is True  # fit's default
-    assert Cascade.load(out).multiview.scheduler.config.prediction_type == "epsilon"
     assert training["data"]["spacing"] == [2.0, 1.0, 1.0] and training["data"]["axial_ratio"] == [0.6, 1.0]
-    assert Cascade.load(out).multiview is not None
+    multiview = Cascade.load(out).multiview
+    assert multiview is not None and multiview.scheduler.config.prediction_type == "epsilon"
     bad = tmp_path / "bad"
     assert main([*common, "--3d", "--axial-ratio", "1", "0.5", "--out", str(bad)]) == 2
     assert main([*common, "--masks-3d", str(pairs_folder), "--out", str(bad)]) == 2  # 2D data as 3D masks

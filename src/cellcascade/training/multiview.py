@@ -264,7 +264,8 @@ def build_training_set(masks_2d=(), volumes_3d=(), config: MultiviewDataConfig |
 
 @torch.no_grad()
 def denoising_loss(unet, scheduler, data: MultiviewData, samples: int = 32, seed: int = 0) -> float:
-    """Mean squared error of the network's prediction (noise, velocity or clean views: the scheduler's type) on fixed samples, noise and evenly spread timesteps.
+    """Mean squared error of the network's prediction (noise, velocity or clean views: the scheduler's type) on
+    fixed samples, noise and evenly spread timesteps.
 
     A fixed yardstick for comparing weights (before/after training); the same seed gives the same draws.
     """

@@ -27,6 +27,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
+from cellcascade.errors import CellcascadeError
 from cellcascade.evaluation.benchmark import run_benchmark
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -40,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test", default="auto", help='"auto", "right-half", a number of images, or comma-separated names')
     parser.add_argument("--synthetic", nargs="*", default=[], help="folders of synthetic image/mask pairs")
     parser.add_argument("--no-classic", action="store_true")
+    parser.add_argument("--real-fraction", type=float, default=0.5,
+                        help="real + synthetic arms: chance that a training tile comes from the real patch")
+    parser.add_argument("--n-synthetic", type=int, default=None,
+                        help="synthetic images per source (folders: a fixed random subset; default 32)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--long-factor", type=int, default=None, help="the long real-only row trains this many times --steps")
@@ -59,23 +64,28 @@ def main(argv: list[str] | None = None) -> int:
         test = int(test) if test.isdigit() else test.split(",")
     command = "python benchmarks/segmentation_benchmark.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     with tempfile.TemporaryDirectory() as tmp:
-        result = run_benchmark(
-            args.data,
-            Path(tmp) / "out",
-            budget=args.budget,
-            test=test,
-            synthetic=args.synthetic,
-            classic=not args.no_classic,
-            seeds=args.seeds,
-            steps=args.steps,
-            long_factor=args.long_factor,
-            n_checkpoints=args.checkpoints,
-            batch_size=args.batch_size,
-            tile=args.tile,
-            quick=args.quick,
-            threads=args.threads,
-            command=command,
-        )
+        try:
+            result = run_benchmark(
+                args.data,
+                Path(tmp) / "out",
+                budget=args.budget,
+                test=test,
+                synthetic=args.synthetic,
+                classic=not args.no_classic,
+                real_fraction=args.real_fraction,
+                n_synthetic=args.n_synthetic,
+                seeds=args.seeds,
+                steps=args.steps,
+                long_factor=args.long_factor,
+                n_checkpoints=args.checkpoints,
+                batch_size=args.batch_size,
+                tile=args.tile,
+                quick=args.quick,
+                threads=args.threads,
+                command=command,
+            )
+        except CellcascadeError as exc:
+            parser.exit(2, f"error: {exc}\n")
         args.out.mkdir(parents=True, exist_ok=True)
         for suffix in ("md", "json", "png"):
             shutil.copyfile(Path(tmp) / "out" / f"benchmark.{suffix}", args.out / f"segmentation_{args.tag}.{suffix}")

@@ -71,6 +71,8 @@ def test_populate_writes_labels_preview_and_manifest(tmp_path):
     (["populate", "default", "--cells", "9-3", "--out", "{tmp}/o"], "MIN <= MAX"),
     (["populate", "default", "--overlap", "1.5", "--out", "{tmp}/o"], "--overlap"),
     (["populate", "default", "--density", "-2", "--out", "{tmp}/o"], "--density must be positive"),
+    (["populate", "default", "--min-solidity", "1.5", "--out", "{tmp}/o"], "--min-solidity must be a number in [0, 1]"),
+    (["sample-masks", "default", "--min-solidity", "nan", "--out", "{tmp}/o"], "--min-solidity must be a number in [0, 1]"),
     (["populate", "default", "--out", "{tmp}/missing-parent/o"], "does not exist"),
     (["sample-masks", "{model_no_weights}", "--out", "{tmp}/o"], "weights missing"),
 ])

@@ -7,7 +7,7 @@ import torch
 from cellcascade.data import load_sample
 from cellcascade.errors import CellcascadeError
 from cellcascade.models.unet import build_unet
-from cellcascade.pipelines.mask import clean_mask, load_mask_pipeline
+from cellcascade.pipelines.mask import clean_mask, load_mask_pipeline, solidity
 from cellcascade.training.loop import TrainConfig
 from cellcascade.training.mask import train_mask_model
 
@@ -29,6 +29,36 @@ def test_clean_mask_keeps_largest_component_and_fills_holes():
     soft[0, 3:11] = 1
     soft[1:3, 3:11] = 1
     assert clean_mask(soft, min_area=4) is None  # touches the crop border
+
+
+def _disc(radius: float, size: int = 32) -> np.ndarray:
+    yy, xx = np.mgrid[:size, :size] - (size - 1) / 2
+    return yy**2 + xx**2 <= radius**2
+
+
+def test_clean_mask_rejects_shapes_less_convex_than_min_solidity():
+    disc = _disc(6)
+    tailed = disc.copy()
+    tailed[15:17, 1:16] = True  # a thin tail out to the left, as an undertrained model draws
+    assert solidity(disc) > 0.9 and solidity(tailed) < 0.8
+    soft = lambda m: np.where(m, 1.0, -1.0).astype(np.float32)  # noqa: E731
+    assert clean_mask(soft(tailed), min_area=4) is not None  # default: every shape kept
+    assert clean_mask(soft(tailed), min_area=4, min_solidity=0.85) is None
+    np.testing.assert_array_equal(clean_mask(soft(disc), min_area=4, min_solidity=0.85), disc)
+
+
+def test_sampled_masks_respect_min_solidity(tiny_mask_model):
+    pipe = load_mask_pipeline(tiny_mask_model)
+    assert pipe.config.min_solidity == 0  # the default: every shape kept
+    disc = _disc(6)
+    tailed = disc.copy()
+    tailed[15:17, 1:16] = True
+    draws = iter([np.stack([tailed, disc]), np.stack([tailed]), np.stack([_disc(7)])])  # batches the sampler asks for
+    pipe.denoise = lambda n, steps, generator: np.where(next(draws)[:n], 1.0, -1.0).astype(np.float32)
+    pipe.register_to_config(smoothing=0.0, threshold=0.0, min_solidity=0.85)
+    out = pipe(2, 2, batch_size=2)
+    assert out.rejected == 2  # the two tailed masks, redrawn
+    np.testing.assert_array_equal(out.masks, np.stack([disc, _disc(7)]))
 
 
 def test_save_load_round_trip_gives_identical_samples(tiny_mask_model, tmp_path):

@@ -277,6 +277,19 @@ def _add_sampler(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=_positive_int, default=20, help="mask sampler steps (default 20)")
     parser.add_argument("--sampler", choices=["ddim", "dpm"], default="ddim",
                         help="few-step sampler of the diffusion models: DDIM or DPM-Solver++ (default ddim)")
+    parser.add_argument("--min-solidity", type=float, default=None, metavar="S",
+                        help="redraw sampled cell masks less convex than S (area / convex hull area, in [0, 1]), "
+                        "e.g. to drop the thin tails of a briefly trained mask model (default: the model's own "
+                        "setting, 0 = keep every shape)")
+
+
+def _apply_mask_options(pipe, args: argparse.Namespace) -> None:
+    """--sampler and --min-solidity on a loaded mask pipeline."""
+    pipe.use_sampler(args.sampler)
+    if args.min_solidity is not None:
+        if not (math.isfinite(args.min_solidity) and 0 <= args.min_solidity <= 1):
+            raise CellcascadeError(f"--min-solidity must be a number in [0, 1], not {args.min_solidity}")
+        pipe.register_to_config(min_solidity=float(args.min_solidity))
 
 
 def _add_output(parser: argparse.ArgumentParser) -> None:
@@ -307,7 +320,7 @@ def _load_mask_model(args: argparse.Namespace):
 
     path = default_mask_model() if args.model == DEFAULT_MASK_MODEL else Path(args.model)
     pipe = load_mask_pipeline(path, device=_torch_device(args.device))
-    pipe.use_sampler(args.sampler)
+    _apply_mask_options(pipe, args)
     return pipe
 
 
@@ -458,7 +471,7 @@ def _run_generate(args: argparse.Namespace) -> None:
     cascade = Cascade.load(model, device=device)  # before OUT is touched: a bad model leaves nothing behind
     if args.dim == 3 and cascade.multiview is None:
         raise CellcascadeError(f"{model}: this cascade has no 3D stage; fit one with `cellcascade fit DATA --3d`")
-    cascade.masks.use_sampler(args.sampler)
+    _apply_mask_options(cascade.masks, args)
     cascade.texture.use_sampler(args.sampler)
     if cascade.multiview is not None:
         cascade.multiview.use_sampler(args.sampler)

@@ -29,7 +29,8 @@ class MaskOutput:
     pixel_scale : float
         Crop pixels per image pixel of the training data: resize by ``1 / pixel_scale`` to get image pixels.
     rejected : int
-        Samples drawn but rejected as degenerate (too small, or touching the crop border).
+        Samples drawn but rejected as degenerate (too small, touching the crop border, or less convex than the
+        pipeline's ``min_solidity``).
     """
 
     masks: np.ndarray
@@ -74,7 +75,7 @@ def calibrate_threshold(raw: np.ndarray, smoothing: float, target_area: float) -
     return float((low + high) / 2)
 
 
-def clean_mask(soft: np.ndarray, min_area: int, reject_border: bool = True) -> np.ndarray | None:
+def clean_mask(soft: np.ndarray, min_area: int, reject_border: bool = True, min_solidity: float = 0.0) -> np.ndarray | None:
     """Largest connected component of ``soft > 0``, holes filled; None if degenerate.
 
     Parameters
@@ -85,10 +86,13 @@ def clean_mask(soft: np.ndarray, min_area: int, reject_border: bool = True) -> n
         Smallest accepted area in pixels.
     reject_border : bool
         Reject masks that touch the crop border (cut cells).
+    min_solidity : float
+        Reject masks whose solidity (area / convex hull area) is below this (0 = keep every shape). A small
+        model leaves a few masks with thin tails or deep notches that no training cell has.
 
     Returns
     -------
-    ndarray bool (S, S), or None if too small or touching the crop border.
+    ndarray bool (S, S), or None if too small, touching the crop border or less convex than `min_solidity`.
     """
     binary = soft > 0
     components, count = ndi.label(binary)
@@ -100,7 +104,16 @@ def clean_mask(soft: np.ndarray, min_area: int, reject_border: bool = True) -> n
         return None
     if reject_border and (mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any()):
         return None
+    if min_solidity > 0 and solidity(mask) < min_solidity:
+        return None
     return mask
+
+
+def solidity(mask: np.ndarray) -> float:
+    """Area / convex hull area of one bool mask (Y, X), as scikit-image's regionprops measures it."""
+    from skimage.measure import regionprops
+
+    return float(regionprops(mask.astype(np.uint8))[0].solidity)
 
 
 class MaskDiffusionPipeline(DiffusionPipeline):
@@ -120,6 +133,10 @@ class MaskDiffusionPipeline(DiffusionPipeline):
         Gaussian sigma (crop pixels) applied to the model output before thresholding (0 = none).
     threshold : float
         Threshold of the smoothed output (calibrated after training to match the training cells' mean area).
+    min_solidity : float
+        Masks less convex than this are redrawn (0, the default, keeps every shape: on the embedded sample a
+        filter at 0.877 brought the solidity distribution closer to the real one but eccentricity and
+        perimeter²/area further away, because real nuclei have a non-convex tail too).
 
     Examples
     --------
@@ -132,11 +149,11 @@ class MaskDiffusionPipeline(DiffusionPipeline):
     model_cpu_offload_seq = "unet"
 
     def __init__(self, unet: UNet2DModel, scheduler, pixel_scale: float = 1.0, min_area: int = 12,
-                 smoothing: float = 0.0, threshold: float = 0.0):
+                 smoothing: float = 0.0, threshold: float = 0.0, min_solidity: float = 0.0):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler)
         self.register_to_config(pixel_scale=float(pixel_scale), min_area=int(min_area), smoothing=float(smoothing),
-                                threshold=float(threshold))
+                                threshold=float(threshold), min_solidity=float(min_solidity))
 
     def use_sampler(self, name: str) -> None:
         """Switch the sampler to "ddim" or "dpm" (DPM-Solver++), keeping the noise schedule."""
@@ -179,7 +196,7 @@ class MaskDiffusionPipeline(DiffusionPipeline):
                 break
             raw = self.denoise(min(batch_size, max(1, num_masks - len(accepted))), num_inference_steps, generator)
             for soft in smooth_output(raw, self.config.smoothing, self.config.threshold):
-                mask = clean_mask(soft, self.config.min_area)
+                mask = clean_mask(soft, self.config.min_area, min_solidity=self.config.min_solidity)
                 if mask is None:
                     rejected += 1
                 elif len(accepted) < num_masks:

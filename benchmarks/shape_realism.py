@@ -9,7 +9,7 @@ seeds (``--repeats``); the table gives mean ± std over them, and the verdict co
 
 Usage::
 
-    python benchmarks/shape_realism.py [--model default] [--n 256] [--out benchmarks/results]
+    python benchmarks/shape_realism.py [--model default] [--n 256] [--min-solidity S] [--name NAME] [--out benchmarks/results]
 """
 
 from __future__ import annotations
@@ -61,10 +61,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="DDIM steps (default 20)")
     parser.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
     parser.add_argument("--repeats", type=int, default=5, help="seeds per side (default 5)")
+    parser.add_argument("--min-solidity", type=float, default=None,
+                        help="redraw masks less convex than this, as generate --min-solidity (default: the model's)")
+    parser.add_argument("--name", default="shape_realism", help="results file names NAME.{md,json,png}")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
 
     pipe = load_mask_pipeline(default_mask_model() if args.model == "default" else args.model)
+    if args.min_solidity is not None:
+        pipe.register_to_config(min_solidity=args.min_solidity)
     size = pipe.unet.config.sample_size
     crops = [c for c in extract_crops(load_sample(), size=size, scale="auto") if c.usable_for_shape]
     real_image = [np.pad(c.mask, 0) for c in extract_crops(load_sample(), size=64, scale=1.0) if c.usable_for_shape]
@@ -115,7 +120,7 @@ def main() -> None:
         "",
         f"Command: `{command}`  ",
         f"Model: `{args.model}`; {args.repeats} × {args.n} generated masks (seeds {args.seed}–"
-        f"{args.seed + args.repeats - 1}), DDIM {args.steps} steps, {seconds:.1f} s per {args.n} masks on "
+        f"{args.seed + args.repeats - 1}), DDIM {args.steps} steps, min_solidity {pipe.config.min_solidity}, {seconds:.1f} s per {args.n} masks on "
         f"{platform.machine()} CPU ({torch.get_num_threads()} threads); "
         f"{len(real_image)} real whole cells of the embedded sample (cells cut by the border left out).",
         "",
@@ -132,8 +137,8 @@ def main() -> None:
                          f"{row['baseline_mean'][k][0]:.3f} | {c[0]:.3f} ± {c[1]:.3f} | {e[0]:.3f} ± {e[1]:.3f} |")
         lines.append("")
     lines.append(f"At image scale the learned model is closer than the baseline on {wins} of 4 statistics.")
-    (args.out / "shape_realism.md").write_text("\n".join(lines) + "\n")
-    (args.out / "shape_realism.json").write_text(json.dumps({"command": command, "seconds": seconds, **rows}, indent=1))
+    (args.out / f"{args.name}.md").write_text("\n".join(lines) + "\n")
+    (args.out / f"{args.name}.json").write_text(json.dumps({"command": command, "seconds": seconds, **rows}, indent=1))
 
     fig, axes = plt.subplots(1, 5, figsize=(17, 3.2))
     for ax, k in zip(axes, SHAPE_STATISTICS):
@@ -148,7 +153,7 @@ def main() -> None:
     axes[4].set_title("generated masks")
     axes[4].axis("off")
     fig.tight_layout()
-    fig.savefig(args.out / "shape_realism.png", dpi=90)
+    fig.savefig(args.out / f"{args.name}.png", dpi=90)
     print("\n".join(lines))
 
 

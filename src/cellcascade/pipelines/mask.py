@@ -134,9 +134,10 @@ class MaskDiffusionPipeline(DiffusionPipeline):
     threshold : float
         Threshold of the smoothed output (calibrated after training to match the training cells' mean area).
     min_solidity : float
-        Masks less convex than this are redrawn (0, the default, keeps every shape: on the embedded sample a
-        filter at 0.877 brought the solidity distribution closer to the real one but eccentricity and
-        perimeter²/area further away, because real nuclei have a non-convex tail too).
+        Masks less convex than this are redrawn (0, the default, keeps every shape: on the shipped model a filter
+        at 0.877 brought the solidity distribution closer to the real one but eccentricity and perimeter²/area
+        further away, because real nuclei have a non-convex tail too; benchmarks/results/
+        shape_realism_min_solidity.md).
 
     Examples
     --------

@@ -66,6 +66,8 @@ def main() -> None:
     parser.add_argument("--name", default="shape_realism", help="results file names NAME.{md,json,png}")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
+    if args.min_solidity is not None and not 0 <= args.min_solidity <= 1:
+        parser.error(f"--min-solidity must be a number in [0, 1], not {args.min_solidity}")
 
     pipe = load_mask_pipeline(default_mask_model() if args.model == "default" else args.model)
     if args.min_solidity is not None:

@@ -36,10 +36,15 @@ def _disc(radius: float, size: int = 32) -> np.ndarray:
     return yy**2 + xx**2 <= radius**2
 
 
+def _tailed_disc() -> np.ndarray:
+    """A disc of radius 6 with a thin tail out to the left, as an undertrained mask model draws."""
+    tailed = _disc(6)
+    tailed[15:17, 1:16] = True
+    return tailed
+
+
 def test_clean_mask_rejects_shapes_less_convex_than_min_solidity():
-    disc = _disc(6)
-    tailed = disc.copy()
-    tailed[15:17, 1:16] = True  # a thin tail out to the left, as an undertrained model draws
+    disc, tailed = _disc(6), _tailed_disc()
     assert solidity(disc) > 0.9 and solidity(tailed) < 0.8
     soft = lambda m: np.where(m, 1.0, -1.0).astype(np.float32)  # noqa: E731
     assert clean_mask(soft(tailed), min_area=4) is not None  # default: every shape kept
@@ -50,9 +55,7 @@ def test_clean_mask_rejects_shapes_less_convex_than_min_solidity():
 def test_sampled_masks_respect_min_solidity(tiny_mask_model):
     pipe = load_mask_pipeline(tiny_mask_model)
     assert pipe.config.min_solidity == 0  # the default: every shape kept
-    disc = _disc(6)
-    tailed = disc.copy()
-    tailed[15:17, 1:16] = True
+    disc, tailed = _disc(6), _tailed_disc()
     draws = iter([np.stack([tailed, disc]), np.stack([tailed]), np.stack([_disc(7)])])  # batches the sampler asks for
     pipe.denoise = lambda n, steps, generator: np.where(next(draws)[:n], 1.0, -1.0).astype(np.float32)
     pipe.register_to_config(smoothing=0.0, threshold=0.0, min_solidity=0.85)

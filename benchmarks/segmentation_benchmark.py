@@ -51,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoints", type=int, default=None, help="checkpoints per --steps (learning curve)")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--tile", type=int, default=None)
+    parser.add_argument("--ema", type=float, default=0.0,
+                        help="decay of the segmenter's weight moving average, in [0, 1); 0 = raw weights (default)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -80,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                 n_checkpoints=args.checkpoints,
                 batch_size=args.batch_size,
                 tile=args.tile,
+                ema=args.ema,
                 quick=args.quick,
                 threads=args.threads,
                 command=command,

@@ -45,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=300, help="optimizer steps (default 300, as the recorded benchmark runs)")
     parser.add_argument("--checkpoints", type=int, default=5, help="test scores at this many even steps (default 5)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (default 0 1 2)")
+    parser.add_argument("--ema", type=float, default=0.0,
+                        help="decay of the segmenter's weight moving average, in [0, 1); 0 = raw weights (default)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the results (default benchmarks/results)")
     args = parser.parse_args(argv)
@@ -76,7 +78,7 @@ def run(args: argparse.Namespace, command: str) -> dict:
     images = [apply_normalization(i.image, normalize_percentile(i.image)) for i in split.train]
     labels = [i.labels.astype(np.int32) for i in split.train]
     test_images = [apply_normalization(t.image, normalize_percentile(t.image)) for t in split.test]
-    segmenter = CellposeSegmenter(diam_mean=17.0, tile=64, batch_size=4)  # the benchmark's defaults
+    segmenter = CellposeSegmenter(diam_mean=17.0, tile=64, batch_size=4, ema=args.ema)  # the benchmark's defaults
     curve = sorted({max(1, round(args.steps * i / args.checkpoints)) for i in range(1, args.checkpoints + 1)})
     runs = []
     for seed in args.seeds:

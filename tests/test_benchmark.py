@@ -165,9 +165,44 @@ def test_cellpose_segmenter_trains_deterministically_and_predicts_labels(tmp_pat
     assert set(np.unique(masks)) == set(range(masks.max() + 1))  # consecutive ids
 
 
+@pytest.mark.slow
+def test_weight_averaged_checkpoints_do_not_depend_on_the_steps_that_follow(tmp_path):
+    item = grid_item(shape=(64, 64))
+    image = apply_normalization(item.image, normalize_percentile(item.image))
+    averaged = CellposeSegmenter(tile=32, batch_size=2, ema=0.9)
+    long = averaged.train([image], [item.labels], steps=3, seed=0, work_dir=tmp_path / "long", checkpoints=[2])
+    short = averaged.train([image], [item.labels], steps=2, seed=0, work_dir=tmp_path / "short", checkpoints=[])
+    raw = CellposeSegmenter(tile=32, batch_size=2).train(
+        [image], [item.labels], steps=2, seed=0, work_dir=tmp_path / "raw", checkpoints=[]
+    )
+    assert long[0].step == 2 and long[0].path.read_bytes() == short[-1].path.read_bytes()
+    assert short[-1].path.read_bytes() != raw[-1].path.read_bytes()  # the average, not the last weights
+
+
+def test_weight_average_is_a_running_mean_then_an_exponential_average():
+    import torch
+
+    from cellcascade.evaluation.segmenters import _weight_average
+
+    net = torch.nn.Sequential(torch.nn.Linear(1, 1, bias=False), torch.nn.BatchNorm1d(1))
+    averaged = _weight_average(net, decay=0.5)  # running mean for the first 1 / (1 - 0.5) = 2 updates
+    history = []
+    for value in (1.0, 3.0, 8.0, 0.0):
+        with torch.no_grad():
+            net[0].weight.fill_(value)
+        net[1].num_batches_tracked.fill_(int(value))
+        averaged.update_parameters(net)
+        history.append(averaged.module[0].weight.item())
+        assert averaged.module[1].num_batches_tracked.item() == int(value)  # integer buffers follow the network
+    # 1; mean(1, 3) = 2; then EMA with decay 0.5: 2 + (8 - 2) / 2 = 5; 5 + (0 - 5) / 2 = 2.5
+    assert history == pytest.approx([1.0, 2.0, 5.0, 2.5])
+
+
 def test_cellpose_segmenter_rejects_bad_settings(tmp_path):
     with pytest.raises(CellcascadeError, match="multiple of 16"):
         CellposeSegmenter(tile=40)
+    with pytest.raises(CellcascadeError, match="ema"):
+        CellposeSegmenter(ema=1.0)
     segmenter = CellposeSegmenter(tile=32, batch_size=1)
     item = grid_item(shape=(32, 32))
     with pytest.raises(CellcascadeError, match="checkpoints"):

@@ -111,6 +111,7 @@ def run_benchmark(
     tile: int | None = None,
     batch_size: int | None = None,
     diam_mean: float = 17.0,
+    ema: float = 0.0,
     threads: int | None = None,
     segmenter: Segmenter | None = None,
     command: str | None = None,
@@ -151,6 +152,8 @@ def run_benchmark(
         Training tile side and tiles per step (defaults 64 and 4).
     diam_mean : float
         Cell diameter in network pixels (images are resized to it).
+    ema : float
+        Decay of the segmenter's weight average in [0, 1) (0 = raw weights; see ``CellposeSegmenter``).
     threads : int, optional
         ``torch.set_num_threads`` for the run.
     segmenter : Segmenter, optional
@@ -197,7 +200,7 @@ def run_benchmark(
     if out_dir.exists() and not out_dir.is_dir():
         raise CellcascadeError(f"{out_dir}: exists and is not a folder")
     if segmenter is None:
-        segmenter = CellposeSegmenter(diam_mean=diam_mean, tile=tile, batch_size=batch_size)
+        segmenter = CellposeSegmenter(diam_mean=diam_mean, tile=tile, batch_size=batch_size, ema=ema)
     if threads is not None and threads < 1:
         raise CellcascadeError(f"threads must be at least 1, not {threads}")
 

@@ -109,6 +109,11 @@ class CellposeSegmenter:
     the end, so the checkpoint after ``s`` steps of a long run is the same model as a run of ``s`` steps, and a
     real-only run of 4×S steps contains the real-only run of S steps.
 
+    Optional weight averaging (`ema` > 0): checkpoints then hold an exponential moving average of the weights
+    (``torch.optim.swa_utils.AveragedModel``; a running mean over the first ``1 / (1 - ema)`` steps, then an EMA
+    with that decay). It smooths the last steps' noise the way a final learning-rate decay would, and keeps the
+    property above: the average after ``s`` steps does not depend on how many steps follow.
+
     Diameter: during training each image is resized so that its cells (median area, :func:`label_diameter`)
     measure `diam_mean` pixels, as Cellpose does; :meth:`predict` resizes the images by
     ``diam_mean / diameter`` with the `diameter` the caller measured on its training annotations.
@@ -125,6 +130,8 @@ class CellposeSegmenter:
         AdamW settings (Cellpose's defaults).
     warmup : int
         Steps of linear learning-rate warm-up.
+    ema : float
+        Decay of the moving average of the weights that checkpoints save, in [0, 1); 0 = the raw weights.
     device : str
         Torch device ("cpu", "cuda").
 
@@ -141,6 +148,7 @@ class CellposeSegmenter:
     learning_rate: float = 0.005
     weight_decay: float = 1e-5
     warmup: int = 10
+    ema: float = 0.0
     device: str = "cpu"
     name: str = "cellpose3"
 
@@ -151,6 +159,8 @@ class CellposeSegmenter:
             raise CellcascadeError(f"batch size must be at least 1, not {self.batch_size}")
         if not self.diam_mean > 0:
             raise CellcascadeError(f"diam_mean must be positive, not {self.diam_mean}")
+        if not 0 <= self.ema < 1:
+            raise CellcascadeError(f"the weight-average decay ema must be in [0, 1), not {self.ema}")
 
     @property
     def config(self) -> dict:
@@ -247,6 +257,7 @@ class CellposeSegmenter:
         net.diam_labels.data = torch.tensor([float(np.mean(diameters))], device=device)
 
         optimizer = torch.optim.AdamW(net.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
+        averaged = _weight_average(net, self.ema) if self.ema > 0 else None
         saved: list[Checkpoint] = []
         numpy_state = np.random.get_state()  # random_rotate_and_resize draws from NumPy's global generator
         try:
@@ -268,9 +279,11 @@ class CellposeSegmenter:
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
+                if averaged is not None:
+                    averaged.update_parameters(net)
                 if step in wanted:
                     path = work_dir / f"step_{step:06d}.safetensors"
-                    _save_weights(net, path)
+                    _save_weights(net if averaged is None else averaged.module, path)
                     saved.append(Checkpoint(step=step, path=path))
         finally:
             np.random.set_state(numpy_state)
@@ -307,6 +320,22 @@ class CellposeSegmenter:
             )[0]
             out.append(relabel(masks))
         return out
+
+
+def _weight_average(net, decay: float):
+    """An ``AveragedModel`` of `net` (parameters and buffers): running mean, then an EMA with `decay`.
+
+    The averaging rule is ours (torch's EMA helper has no warm-up, so the random initial weights would weigh
+    ``decay ** s`` after s steps); integer buffers (BatchNorm's step counter) follow the live network.
+    """
+    from torch.optim.swa_utils import AveragedModel
+
+    def average(mean, current, n_averaged):
+        if not mean.is_floating_point():
+            return current
+        return mean + (current - mean) * max(1.0 - decay, 1.0 / (float(n_averaged) + 1.0))
+
+    return AveragedModel(net, avg_fn=average, use_buffers=True)
 
 
 def _torch_device(name: str):

@@ -149,31 +149,35 @@ def test_normalisation_and_helpers():
     assert label_diameter(discs((50, 50), [(25, 25)], 10)) == pytest.approx(20, abs=1)
 
 
+def normalized_grid():
+    """A 64² grid item's image, normalised as the benchmark does (float32), and its labels (int32)."""
+    item = grid_item(shape=(64, 64))
+    return apply_normalization(item.image, normalize_percentile(item.image)), item.labels
+
+
 @pytest.mark.slow
 def test_cellpose_segmenter_trains_deterministically_and_predicts_labels(tmp_path):
-    item = grid_item(shape=(64, 64))
-    image = apply_normalization(item.image, normalize_percentile(item.image))
+    image, labels = normalized_grid()
     segmenter = CellposeSegmenter(tile=32, batch_size=2, diam_mean=17.0)
-    first = segmenter.train([image], [item.labels], steps=3, seed=0, work_dir=tmp_path / "a", checkpoints=[1])
-    again = segmenter.train([image], [item.labels], steps=3, seed=0, work_dir=tmp_path / "b", checkpoints=[1])
-    other = segmenter.train([image], [item.labels], steps=3, seed=1, work_dir=tmp_path / "c", checkpoints=[])
+    first = segmenter.train([image], [labels], steps=3, seed=0, work_dir=tmp_path / "a", checkpoints=[1])
+    again = segmenter.train([image], [labels], steps=3, seed=0, work_dir=tmp_path / "b", checkpoints=[1])
+    other = segmenter.train([image], [labels], steps=3, seed=1, work_dir=tmp_path / "c", checkpoints=[])
     assert [c.step for c in first] == [1, 3] and all(c.path.exists() for c in first)
     assert first[-1].path.read_bytes() == again[-1].path.read_bytes()
     assert first[-1].path.read_bytes() != other[-1].path.read_bytes()
-    (masks,) = segmenter.predict(first[-1], [image], diameter=label_diameter(item.labels))
+    (masks,) = segmenter.predict(first[-1], [image], diameter=label_diameter(labels))
     assert masks.shape == image.shape and masks.dtype == np.int32
     assert set(np.unique(masks)) == set(range(masks.max() + 1))  # consecutive ids
 
 
 @pytest.mark.slow
 def test_weight_averaged_checkpoints_do_not_depend_on_the_steps_that_follow(tmp_path):
-    item = grid_item(shape=(64, 64))
-    image = apply_normalization(item.image, normalize_percentile(item.image))
+    image, labels = normalized_grid()
     averaged = CellposeSegmenter(tile=32, batch_size=2, ema=0.9)
-    long = averaged.train([image], [item.labels], steps=3, seed=0, work_dir=tmp_path / "long", checkpoints=[2])
-    short = averaged.train([image], [item.labels], steps=2, seed=0, work_dir=tmp_path / "short", checkpoints=[])
+    long = averaged.train([image], [labels], steps=3, seed=0, work_dir=tmp_path / "long", checkpoints=[2])
+    short = averaged.train([image], [labels], steps=2, seed=0, work_dir=tmp_path / "short", checkpoints=[])
     raw = CellposeSegmenter(tile=32, batch_size=2).train(
-        [image], [item.labels], steps=2, seed=0, work_dir=tmp_path / "raw", checkpoints=[]
+        [image], [labels], steps=2, seed=0, work_dir=tmp_path / "raw", checkpoints=[]
     )
     assert long[0].step == 2 and long[0].path.read_bytes() == short[-1].path.read_bytes()
     assert short[-1].path.read_bytes() != raw[-1].path.read_bytes()  # the average, not the last weights

@@ -50,7 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--long-factor", type=int, default=None, help="the long real-only row trains this many times --steps")
     parser.add_argument("--checkpoints", type=int, default=None, help="checkpoints per --steps (learning curve)")
     parser.add_argument("--batch-size", type=int, default=None)
-    parser.add_argument("--tile", type=int, default=None)
+    parser.add_argument("--tile", type=int, default=None, help="training tile side in network pixels (default 64)")
+    parser.add_argument("--diam-mean", type=float, default=17.0,
+                        help="cell diameter in network pixels: images are resized so cells measure this (default 17, "
+                             "Cellpose's nuclei model; the sample's cells measure about 24 px)")
     parser.add_argument("--ema", type=float, default=0.0,
                         help="decay of the segmenter's weight moving average, in [0, 1); 0 = raw weights (default)")
     parser.add_argument("--threads", type=int, default=1)
@@ -82,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
                 n_checkpoints=args.checkpoints,
                 batch_size=args.batch_size,
                 tile=args.tile,
+                diam_mean=args.diam_mean,
                 ema=args.ema,
                 quick=args.quick,
                 threads=args.threads,

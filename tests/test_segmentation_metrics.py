@@ -12,6 +12,7 @@ from cellcascade.evaluation.segmentation_metrics import (
     average_precision,
     detection_scores,
     label_overlaps,
+    seg_per_cell_kind,
     seg_per_object,
     seg_score,
 )
@@ -91,6 +92,28 @@ def test_optimal_matching_below_half():
     assert scores["mean_matched_iou"] == pytest.approx((0.4 + 0.25) / 2)
     assert detection_scores(ref, pred, iou_threshold=0.5)["tp"] == 0
     assert seg_score(ref, pred) == pytest.approx((6 / 14 + 0) / 2)
+
+
+def test_seg_per_cell_kind_sorts_cells_and_keeps_the_seg_jaccards():
+    ref = np.zeros((30, 30), np.int32)
+    ref[square(ref.shape, 0, 10, 6)] = 7  # touches the top edge: cut
+    ref[square(ref.shape, 10, 10, 8)] = 3  # 64 px, whole
+    ref[square(ref.shape, 20, 2, 8)] = 12  # 64 px, whole
+    ref[square(ref.shape, 22, 20, 3)] = 40  # 9 px < 64 / 3: small
+    pred = np.zeros_like(ref)
+    pred[square(ref.shape, 10, 10, 8, height=4)] = 1  # half of cell 3 only: not "more than half", Jaccard 0
+    pred[square(ref.shape, 20, 2, 8)] = 2
+    pred[square(ref.shape, 0, 10, 6, height=4)] = 5  # 24 of 36 px of the cut cell
+    cells = seg_per_cell_kind(ref, pred)
+    assert [(c["label"], c["size"], c["kind"]) for c in cells] == [
+        (3, 64, "whole"), (7, 36, "cut"), (12, 64, "whole"), (40, 9, "small")]
+    assert {c["label"]: c["jaccard"] for c in cells} == pytest.approx(seg_per_object(ref, pred))
+    assert [c["jaccard"] for c in cells] == pytest.approx([0.0, 24 / 36, 1.0, 0.0])
+    # a 3D volume: faces on every axis count as the edge
+    volume = np.zeros((5, 6, 6), np.int32)
+    volume[0, 2:4, 2:4] = 1
+    volume[2:4, 2:4, 2:4] = 2
+    assert [c["kind"] for c in seg_per_cell_kind(volume, volume)] == ["cut", "whole"]
 
 
 def test_empty_prediction_and_empty_reference():

@@ -56,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
                              "Cellpose's nuclei model; the sample's cells measure about 24 px)")
     parser.add_argument("--ema", type=float, default=0.0,
                         help="decay of the segmenter's weight moving average, in [0, 1); 0 = raw weights (default)")
+    parser.add_argument("--tune-masks", action="store_true",
+                        help="choose Cellpose's mask thresholds (cellprob, flow) with the steps on the validation cells")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -87,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
                 tile=args.tile,
                 diam_mean=args.diam_mean,
                 ema=args.ema,
+                tune_masks=args.tune_masks,
                 quick=args.quick,
                 threads=args.threads,
                 command=command,

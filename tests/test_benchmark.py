@@ -13,7 +13,7 @@ from scipy import ndimage as ndi
 
 from cellcascade.data import AnnotatedImage, load_sample
 from cellcascade.errors import CellcascadeError
-from cellcascade.evaluation.benchmark import RESULT_FILES, run_benchmark
+from cellcascade.evaluation.benchmark import MASK_THRESHOLD_GRID, RESULT_FILES, run_benchmark
 from cellcascade.evaluation.segmenters import (
     Checkpoint,
     CellposeSegmenter,
@@ -168,6 +168,14 @@ def test_cellpose_segmenter_trains_deterministically_and_predicts_labels(tmp_pat
     (masks,) = segmenter.predict(first[-1], [image], diameter=label_diameter(labels))
     assert masks.shape == image.shape and masks.dtype == np.int32
     assert set(np.unique(masks)) == set(range(masks.max() + 1))  # consecutive ids
+    # Cellpose's mask thresholds reach it: at logit -20 every pixel may seed a cell (and flow threshold 0 drops no
+    # mask), so some masks survive its minimum size; at +20 no pixel is a cell
+    (loose,) = segmenter.predict(first[-1], [image], diameter=label_diameter(labels), cellprob_threshold=-20.0,
+                                 flow_threshold=0.0)
+    (strict,) = segmenter.predict(first[-1], [image], diameter=label_diameter(labels), cellprob_threshold=20.0)
+    assert loose.max() > 0 and strict.max() == 0
+    with pytest.raises(CellcascadeError, match="flow_threshold"):
+        segmenter.predict(first[-1], [image], diameter=10.0, flow_threshold=-1.0)
 
 
 @pytest.mark.slow
@@ -242,6 +250,36 @@ class ThresholdSegmenter:
         # later checkpoints segment better: a threshold that falls with the step
         threshold = 0.5 if checkpoint.step >= 2 else 5.0
         return [relabel(ndi.label(image > threshold)[0]) for image in images]
+
+
+class MaskOptionSegmenter(ThresholdSegmenter):
+    """Segments well only with flow_threshold 0.8, and records the mask thresholds of every predict call."""
+
+    def __init__(self):
+        super().__init__()
+        self.options = []
+
+    def predict(self, checkpoint, images, *, diameter, cellprob_threshold=0.0, flow_threshold=0.4):
+        self.options.append((cellprob_threshold, flow_threshold))
+        threshold = 0.5 if flow_threshold == 0.8 else 5.0
+        return [relabel(ndi.label(image > threshold)[0]) for image in images]
+
+
+def test_tuned_mask_thresholds_are_chosen_on_validation_and_used_on_test(tmp_path):
+    item = grid_item(shape=(96, 384))
+    kwargs = dict(budget=8, classic=False, seeds=(0,), steps=4, n_checkpoints=2, long_factor=1)
+    fake = MaskOptionSegmenter()
+    tuned = run_benchmark([item], tmp_path / "tuned", tune_masks=True, segmenter=fake, **kwargs)
+    # 2 checkpoints × the 6 pairs on validation, then the chosen pair once on the test half
+    assert fake.options[:12] == [p for _ in range(2) for p in MASK_THRESHOLD_GRID] and fake.options[12:] == [(0.0, 0.8)]
+    (run,) = tuned["arms"]["real"]["runs"]
+    assert run["chosen_mask_options"] == {"cellprob_threshold": 0.0, "flow_threshold": 0.8}  # first of the ties
+    assert tuned["config"]["mask_threshold_grid"] == [list(p) for p in MASK_THRESHOLD_GRID]
+    assert "| real | 1 | 4 | 2 (0.0, 0.8) |" in (tmp_path / "tuned" / "benchmark.md").read_text()
+    default = run_benchmark([item], tmp_path / "default", segmenter=MaskOptionSegmenter(), **kwargs)
+    assert "chosen_mask_options" not in default["arms"]["real"]["runs"][0]
+    assert default["config"]["mask_threshold_grid"] is None
+    assert tuned["summary"]["real"]["seg_mean"] > 0.8 > default["summary"]["real"]["seg_mean"]
 
 
 def write_pairs(folder: Path, n: int) -> None:

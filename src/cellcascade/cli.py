@@ -234,6 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ema", type=float, default=0.0,
                    help="decay in [0, 1) of a moving average of the segmenter's weights, which its checkpoints "
                    "then hold (smooths the last steps' noise; default 0 = the raw weights)")
+    p.add_argument("--tune-masks", action="store_true",
+                   help="choose Cellpose's mask thresholds (cell probability 0 / 0.5 / 1, flow error 0.4 / 0.8) "
+                        "together with the steps on the validation cells (default: Cellpose's 0 and 0.4)")
     p.add_argument("--quick", action="store_true", help="a CI-sized run: tiny tiles, few steps, one seed")
     _add_common(p)
 
@@ -538,7 +541,8 @@ def _run_benchmark(args: argparse.Namespace) -> None:
     test = _parse_test(args.test)
     seeds = None if args.seeds is None else list(range(args.seed, args.seed + args.seeds))
     run_benchmark(args.data, args.out, budget=args.budget, test=test, synthetic=args.synthetic,
-                  classic=not args.no_classic, seeds=seeds, steps=args.steps, ema=args.ema, quick=args.quick,
+                  classic=not args.no_classic, seeds=seeds, steps=args.steps, ema=args.ema,
+                  tune_masks=args.tune_masks, quick=args.quick,
                   threads=args.threads, command="cellcascade " + " ".join(sys.argv[1:]))
     print((args.out / "benchmark.md").read_text())
 

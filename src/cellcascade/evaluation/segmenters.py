@@ -50,7 +50,10 @@ class Segmenter(Protocol):
         probabilities: Sequence[float] | None = None,
     ) -> list[Checkpoint]: ...
 
-    def predict(self, checkpoint: Checkpoint, images: Sequence[np.ndarray], *, diameter: float) -> list[np.ndarray]: ...
+    def predict(self, checkpoint: Checkpoint, images: Sequence[np.ndarray], *, diameter: float,
+                **mask_options: float) -> list[np.ndarray]:
+        """`mask_options` (e.g. Cellpose's ``cellprob_threshold``) come only from ``run_benchmark(tune_masks=True)``."""
+        ...
 
 
 def normalize_percentile(image: np.ndarray, low: float = 1.0, high: float = 99.0) -> tuple[float, float]:
@@ -289,7 +292,8 @@ class CellposeSegmenter:
             np.random.set_state(numpy_state)
         return saved
 
-    def predict(self, checkpoint: Checkpoint, images: Sequence[np.ndarray], *, diameter: float) -> list[np.ndarray]:
+    def predict(self, checkpoint: Checkpoint, images: Sequence[np.ndarray], *, diameter: float,
+                cellprob_threshold: float = 0.0, flow_threshold: float = 0.4) -> list[np.ndarray]:
         """Segment normalised images with the weights of `checkpoint`.
 
         Parameters
@@ -300,6 +304,9 @@ class CellposeSegmenter:
             Normalised like the training images.
         diameter : float
             Cell diameter in these images, in pixels (measured on the training annotations).
+        cellprob_threshold, flow_threshold : float
+            Cellpose's mask thresholds (its defaults 0 and 0.4): pixels whose cell-probability logit exceeds the
+            first are foreground; masks whose flow error exceeds the second are dropped (0: none are).
 
         Returns
         -------
@@ -307,6 +314,8 @@ class CellposeSegmenter:
         """
         if not diameter > 0:
             raise CellcascadeError(f"diameter must be positive, not {diameter}")
+        if not flow_threshold >= 0:
+            raise CellcascadeError(f"flow_threshold must be at least 0, not {flow_threshold}")
         model = self._new_model()
         _load_weights(model.net, checkpoint.path)
         model.diam_labels = float(model.net.diam_labels.item())
@@ -317,6 +326,8 @@ class CellposeSegmenter:
                 channels=None,
                 normalize={"normalize": False},  # a dict: cellpose would otherwise mutate its module default
                 diameter=float(diameter),
+                cellprob_threshold=float(cellprob_threshold),
+                flow_threshold=float(flow_threshold),
             )[0]
             out.append(relabel(masks))
         return out

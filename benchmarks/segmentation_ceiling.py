@@ -96,7 +96,7 @@ def run(args: argparse.Namespace, command: str) -> dict:
         runs.append({"seed": seed, "seconds": time.time() - tic,
                      "test_seg": {str(s): v.seg for s, v in scores.items()},
                      "test_ap50": {str(s): v.ap for s, v in scores.items()},
-                     "last_checkpoint_cells": test_cells(split.test, last)})
+                     "last_checkpoint_cells": scored_test_cells(split.test, last)})
         print(f"seed {seed}: test SEG by step {[round(v.seg, 3) for v in scores.values()]}", flush=True)
     return {
         "command": command,
@@ -113,7 +113,7 @@ def run(args: argparse.Namespace, command: str) -> dict:
     }
 
 
-def test_cells(test, predictions) -> list[dict]:
+def scored_test_cells(test, predictions) -> list[dict]:
     """Every reference cell of the test images: image name, label, size (px), kind and SEG Jaccard index."""
     return [{"image": item.name, **cell} for item, prediction in zip(test, predictions)
             for cell in seg_per_cell_kind(item.labels, prediction)]

@@ -22,9 +22,8 @@ import shlex
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from cellcascade.errors import CellcascadeError
+from cellcascade.evaluation.benchmark import _fmt, _summarize
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # configuration keys that may differ between pooled runs
@@ -32,7 +31,7 @@ _PER_RUN = {"seeds", "command", "versions", "threads"}
 
 
 def pool(results: list[dict]) -> dict:
-    """Arm name -> {"seeds", "seg", "ap50", "chosen_steps"}: the per-seed test scores of every run, in run order."""
+    """Arm name -> the per-seed runs (as in the benchmark JSON) of every result, in the order given."""
     configs = [{k: v for k, v in r["config"].items() if k not in _PER_RUN} for r in results]
     for config in configs[1:]:
         if config != configs[0]:
@@ -43,30 +42,21 @@ def pool(results: list[dict]) -> dict:
         raise CellcascadeError(f"the runs share seeds: {seeds}")
     if any(set(r["arms"]) != set(results[0]["arms"]) for r in results):
         raise CellcascadeError("the runs have different arms")
-    pooled = {}
-    for arm in results[0]["arms"]:
-        runs = [run for r in results for run in r["arms"][arm]["runs"]]
-        pooled[arm] = {"seeds": [run["seed"] for run in runs], "seg": [run["test_seg"] for run in runs],
-                       "ap50": [run["test_ap50"] for run in runs], "chosen_steps": [run["chosen_step"] for run in runs]}
-    return pooled
-
-
-def mean_std(values: list[float]) -> str:
-    values = np.asarray(values, dtype=float)
-    std = np.std(values, ddof=1) if len(values) > 1 else 0.0
-    return f"{values.mean():.3f} ± {std:.3f}"
+    return {arm: [run for r in results for run in r["arms"][arm]["runs"]] for arm in results[0]["arms"]}
 
 
 def report(pooled: dict, paths: list[Path], command: str) -> str:
-    reference = pooled.get("real")
+    summary = {arm: _summarize(runs) for arm, runs in pooled.items()}  # the benchmark's own mean ± std (ddof = 1)
+    reference = summary.get("real")
     lines = ["# Segmentation benchmark, seeds pooled over runs", "", f"Command: `{command}`", "",
              "Runs: " + ", ".join(f"[{p.stem}]({p.stem}.md)" for p in paths) + " (identical configuration but the seeds).",
              "", "| arm | seeds | chosen steps | SEG (mean ± std) | SEG per seed | AP@0.5 (mean ± std) | SEG vs real |",
              "|---|---|---|---|---|---|---|"]
-    for arm, p in pooled.items():
-        gain = "" if reference is None or arm == "real" else f"{np.mean(p['seg']) / np.mean(reference['seg']) - 1:+.1%}"
-        lines.append(f"| {arm} | {', '.join(map(str, p['seeds']))} | {', '.join(map(str, p['chosen_steps']))} | "
-                     f"{mean_std(p['seg'])} | {', '.join(f'{v:.3f}' for v in p['seg'])} | {mean_std(p['ap50'])} | {gain} |")
+    for arm, s in summary.items():
+        gain = "" if reference is None or arm == "real" else f"{s['seg_mean'] / reference['seg_mean'] - 1:+.1%}"
+        per_seed = ", ".join(f"{run['test_seg']:.3f}" for run in pooled[arm])
+        lines.append(f"| {arm} | {', '.join(map(str, s['seeds']))} | {', '.join(map(str, s['chosen_steps']))} | "
+                     f"{_fmt(s['seg_mean'], s['seg_std'])} | {per_seed} | {_fmt(s['ap50_mean'], s['ap50_std'])} | {gain} |")
     return "\n".join(lines + ["", "Std over seeds, ddof = 1. \"SEG vs real\": relative difference of the means.", ""])
 
 

@@ -31,7 +31,7 @@ import torch
 
 from cellcascade.data import read_dataset, require_ndim
 from cellcascade.errors import CellcascadeError
-from cellcascade.evaluation.benchmark import _test_scores  # the benchmark's own scoring, so the numbers compare
+from cellcascade.evaluation.benchmark import _pooled  # the benchmark's own scoring, so the numbers compare
 from cellcascade.evaluation.segmentation_metrics import seg_per_cell_kind
 from cellcascade.evaluation.segmenters import CellposeSegmenter, apply_normalization, normalize_percentile
 from cellcascade.evaluation.splits import choose_budget, split_train_test
@@ -83,6 +83,7 @@ def run(args: argparse.Namespace, command: str) -> dict:
     images = [apply_normalization(i.image, normalize_percentile(i.image)) for i in split.train]
     labels = [i.labels.astype(np.int32) for i in split.train]
     test_images = [apply_normalization(t.image, normalize_percentile(t.image)) for t in split.test]
+    references, names = [t.labels for t in split.test], [t.name for t in split.test]
     segmenter = CellposeSegmenter(diam_mean=args.diam_mean, tile=args.tile, batch_size=4, ema=args.ema)
     curve = sorted({max(1, round(args.steps * i / args.checkpoints)) for i in range(1, args.checkpoints + 1)})
     runs = []
@@ -91,8 +92,9 @@ def run(args: argparse.Namespace, command: str) -> dict:
             tic = time.time()
             checkpoints = segmenter.train(images, labels, steps=args.steps, seed=seed, work_dir=Path(work),
                                           checkpoints=curve, probabilities=None)
-            scores = {c.step: _test_scores(segmenter, c, test_images, split.test, budget.diameter) for c in checkpoints}
-            last = segmenter.predict(checkpoints[-1], test_images, diameter=budget.diameter)
+            predictions = {c.step: segmenter.predict(c, test_images, diameter=budget.diameter) for c in checkpoints}
+        scores = {step: _pooled(references, masks, names) for step, masks in predictions.items()}
+        last = predictions[checkpoints[-1].step]  # also broken down by kind of test cell
         runs.append({"seed": seed, "seconds": time.time() - tic,
                      "test_seg": {str(s): v.seg for s, v in scores.items()},
                      "test_ap50": {str(s): v.ap for s, v in scores.items()},

@@ -1,9 +1,10 @@
-"""The helper scripts in benchmarks/: pooling the seeds of several segmentation benchmark runs."""
+"""The helper scripts in benchmarks/: pooling the seeds of several segmentation benchmark runs; resizing annotations."""
 
 import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -56,4 +57,41 @@ def test_pooling_refuses_runs_that_do_not_pool(tmp_path, capsys, second, message
         pool_runs.main([str(p) for p in paths] + ["--tag", "pooled", "--out", str(tmp_path / "out")])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_rescaling_annotations_gives_the_asked_cell_diameter_and_keeps_labels_and_dtype(tmp_path):
+    from skimage.draw import disk
+
+    from cellcascade.data.readers import read_pairs
+    from cellcascade.evaluation.segmenters import label_diameter
+    from cellcascade.io.tiff import write_tiff
+
+    rescale = load_script("rescale_annotations")
+    labels = np.zeros((200, 200), np.uint16)
+    for index, (row, col) in enumerate([(50, 50), (50, 150), (150, 100)], start=1):
+        labels[disk((row, col), 30)] = index  # discs of diameter 60
+    image = np.where(labels > 0, 200, 10).astype(np.uint8)
+    folder = tmp_path / "big"
+    folder.mkdir()
+    write_tiff(folder / "a.tif", image)
+    write_tiff(folder / "a_masks.tif", labels)
+    (folder / "budget.json").write_text(json.dumps({"budget": 3}))
+    assert rescale.main([str(folder), "--out", str(tmp_path / "small"), "--diameter", "24"]) == 0
+    (small,) = read_pairs(tmp_path / "small")
+    assert small.image.shape == (80, 80) and small.image.dtype == np.uint8
+    assert set(np.unique(small.labels)) == {0, 1, 2, 3}  # nearest neighbour: no new label values
+    assert label_diameter(small.labels) == pytest.approx(24, abs=1)
+    assert small.image[small.labels > 0].mean() > 150 > 50 > small.image[small.labels == 0].mean()
+    info = json.loads((tmp_path / "small" / "budget.json").read_text())
+    assert info["budget"] == 3 and info["rescaled"]["factor"] == pytest.approx(0.4, abs=0.01)
+
+
+@pytest.mark.parametrize("args, message", [(["--diameter", "-2"], "positive"), ([], "no image/mask pair")])
+def test_rescaling_refuses_bad_input_in_one_line_and_writes_nothing(tmp_path, capsys, args, message):
+    rescale = load_script("rescale_annotations")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit) as stop:
+        rescale.main([str(tmp_path / "empty"), "--out", str(tmp_path / "out"), *args])
+    assert stop.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

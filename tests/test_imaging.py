@@ -89,6 +89,30 @@ def test_clipped_background_level_is_recovered():
     assert model.background_level == pytest.approx(1.5, abs=0.5)
 
 
+def test_clipped_mean_with_many_photons_is_the_normal_answer_and_small():
+    # A near-zero fitted gain (e.g. on an image smoothed by resizing) once made the exact Poisson sum need 10^9 terms.
+    from scipy.stats import norm
+
+    from cellcascade.imaging.background import MAX_EXACT_POISSON_MEAN, clipped_mean
+
+    level, offset, floor = 3.0, 4.0, 0.0
+    sd = np.sqrt(offset)
+    normal_answer = level + (floor - level) * norm.cdf((floor - level) / sd) + sd * norm.pdf((floor - level) / sd)
+    assert clipped_mean(level, 1e-9, offset, floor) == pytest.approx(normal_answer, rel=1e-6)
+    # on both sides of the switch the exact sum and the approximation agree
+    gain = level / MAX_EXACT_POISSON_MEAN
+    assert clipped_mean(level, gain * 0.999, offset, floor) == pytest.approx(clipped_mean(level, gain * 1.001, offset, floor), rel=1e-3)
+
+
+def test_clipped_background_level_with_a_near_zero_gain():
+    # the GOWT1 budget resized to 24-px cells fitted gain 1.7e-9: background_level must still find the level
+    from cellcascade.imaging.background import background_level
+
+    rng = np.random.default_rng(0)
+    values = np.maximum(rng.normal(1.0, 2.0, 20000), 0.0)  # level 1, read noise sd 2, clipped at 0
+    assert background_level(values, 0.0, 1e-9, 4.0) == pytest.approx(1.0, abs=0.1)
+
+
 def test_fit_psf_and_noise_functions_directly():
     item = synthetic_item(5, sigma=1.5, bg_std=0.0)
     sigma, sigma_z = fit_psf_sigma([item])

@@ -30,6 +30,9 @@ from cellcascade.data.annotated import AnnotatedImage
 MIN_BACKGROUND_FRACTION = 0.01
 # Smoothing (pixels) before the Otsu threshold of sparse data.
 THRESHOLD_SMOOTHING = 2.0
+# Above this Poisson mean (level / gain) the photon counts are summed as a normal distribution: exact sums would need
+# ever longer arrays (a near-zero fitted gain, e.g. on a resized image, gave 10^9 terms) for no change in the result.
+MAX_EXACT_POISSON_MEAN = 1e4
 
 
 def foreground_threshold(item: AnnotatedImage) -> float:
@@ -76,15 +79,18 @@ def clipped_mean(level: float, gain: float, offset: float, floor: float) -> floa
     """Mean of ``max(add_noise(level), floor)``: the mean a clipped camera reports for a true background ``level``.
 
     ``add_noise`` draws ``gain * Poisson(level / gain) + Normal(0, offset)`` (for ``level ≤ 0`` just
-    ``level + Normal(0, offset)``); clipping at ``floor`` adds ``E[(floor - Y)+]`` to the mean.
+    ``level + Normal(0, offset)``); clipping at ``floor`` adds ``E[(floor - Y)+]`` to the mean. Poisson means above
+    ``MAX_EXACT_POISSON_MEAN`` use the normal approximation of the photon counts.
     """
     sd = float(np.sqrt(offset))
-    if gain > 0 and level > 0:
+    if gain > 0 and 0 < level <= gain * MAX_EXACT_POISSON_MEAN:
         lam = level / gain
         counts = np.arange(0, int(poisson.ppf(1 - 1e-9, lam)) + 2)
         weights, centres = poisson.pmf(counts, lam), gain * counts
     else:
         weights, centres = np.ones(1), np.array([level])
+        if gain > 0 and level > 0:  # many photons: gain * Poisson(level / gain) is Normal(level, gain * level)
+            sd = float(np.sqrt(offset + gain * level))
     if sd > 0:
         z = (floor - centres) / sd
         shortfall = (floor - centres) * norm.cdf(z) + sd * norm.pdf(z)

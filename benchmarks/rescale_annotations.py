@@ -43,13 +43,16 @@ def main(argv=None) -> int:
     parser.add_argument("folder", help="folder of NAME.tif + NAME_masks.tif pairs")
     parser.add_argument("--out", required=True, help="folder to write (must not exist)")
     parser.add_argument("--diameter", type=float, default=24.0,
-                        help="mean cell diameter in px after resizing (default 24, the embedded sample's)")
+                        help="cell diameter after resizing, in px, as Cellpose measures it (a disc of the median cell area; "
+                             "default 24, about the embedded sample's)")
     args = parser.parse_args(argv)
     if not (math.isfinite(args.diameter) and args.diameter > 0):
         parser.error(f"--diameter must be a positive number, not {args.diameter}")
     out = Path(args.out)
     if out.exists():
         parser.error(f"{out}: already exists")
+    if not Path(args.folder).is_dir():
+        parser.error(f"no such folder: {args.folder}")
     try:
         items = read_pairs(Path(args.folder))
     except Exception as error:  # a missing folder or unreadable pair: one line, nothing written

@@ -8,7 +8,8 @@ segmentation benchmark accepts as they are (Cellpose resizes every training imag
     python benchmarks/rescale_annotations.py BUDGET --out SMALL --diameter 24
 
 Images are resized with anti-aliasing and keep their dtype; labels with nearest neighbour (no new label values).
-The diameter is Cellpose's (a disc of the median cell area; the median over pairs). A budget.json beside the pairs is copied with the factor added.
+The diameter is Cellpose's (a disc of the median cell area; the median over pairs). A budget.json beside the pairs
+is copied with the factor added.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def main(argv=None) -> int:
         parser.error(f"no such folder: {args.folder}")
     try:
         items = read_pairs(Path(args.folder))
-    except Exception as error:  # a missing folder or unreadable pair: one line, nothing written
+    except Exception as error:  # no pair or an unreadable one: one line, nothing written
         parser.error(str(error))
     # Cellpose's diameter (median cell area) of all pairs together: one factor for the whole folder
     diameter = float(np.median([label_diameter(item.labels) for item in items]))

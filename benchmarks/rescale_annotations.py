@@ -24,6 +24,7 @@ import numpy as np
 from skimage.transform import resize
 
 from cellcascade.data.readers import read_pairs
+from cellcascade.errors import CellcascadeError
 from cellcascade.evaluation.segmenters import label_diameter
 from cellcascade.io.tiff import write_tiff
 
@@ -56,7 +57,7 @@ def main(argv=None) -> int:
         parser.error(f"no such folder: {args.folder}")
     try:
         items = read_pairs(Path(args.folder))
-    except Exception as error:  # no pair or an unreadable one: one line, nothing written
+    except (CellcascadeError, OSError, ValueError) as error:  # no pair or an unreadable one: one line, nothing written
         parser.error(str(error))
     # Cellpose's diameter (median cell area) of all pairs together: one factor for the whole folder
     diameter = float(np.median([label_diameter(item.labels) for item in items]))

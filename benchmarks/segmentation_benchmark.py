@@ -56,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
                              "Cellpose's nuclei model; the sample's cells measure about 24 px)")
     parser.add_argument("--ema", type=float, default=0.0,
                         help="decay of the segmenter's weight moving average, in [0, 1); 0 = raw weights (default)")
+    parser.add_argument("--test-augment", action="store_true",
+                        help="Cellpose's test-time augmentation (flipped overlapping tiles, averaged) on validation and test")
     parser.add_argument("--tune-masks", action="store_true",
                         help="choose Cellpose's mask thresholds (cellprob, flow) with the steps on the validation cells")
     parser.add_argument("--threads", type=int, default=1)
@@ -89,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                 tile=args.tile,
                 diam_mean=args.diam_mean,
                 ema=args.ema,
+                test_augment=args.test_augment,
                 tune_masks=args.tune_masks,
                 quick=args.quick,
                 threads=args.threads,

@@ -49,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (default 0 1 2)")
     parser.add_argument("--ema", type=float, default=0.0,
                         help="decay of the segmenter's weight moving average, in [0, 1); 0 = raw weights (default)")
+    parser.add_argument("--test-augment", action="store_true",
+                        help="Cellpose's test-time augmentation (flipped overlapping tiles, averaged) on the test image")
     parser.add_argument("--tile", type=int, default=64, help="training tile side in network pixels (default 64)")
     parser.add_argument("--diam-mean", type=float, default=17.0,
                         help="cell diameter in network pixels, as in segmentation_benchmark.py (default 17)")
@@ -84,7 +86,8 @@ def run(args: argparse.Namespace, command: str) -> dict:
     labels = [i.labels.astype(np.int32) for i in split.train]
     test_images = [apply_normalization(t.image, normalize_percentile(t.image)) for t in split.test]
     references, names = [t.labels for t in split.test], [t.name for t in split.test]
-    segmenter = CellposeSegmenter(diam_mean=args.diam_mean, tile=args.tile, batch_size=4, ema=args.ema)
+    segmenter = CellposeSegmenter(diam_mean=args.diam_mean, tile=args.tile, batch_size=4, ema=args.ema,
+                                  test_augment=args.test_augment)
     curve = sorted({max(1, round(args.steps * i / args.checkpoints)) for i in range(1, args.checkpoints + 1)})
     runs = []
     for seed in args.seeds:

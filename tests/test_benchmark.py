@@ -179,6 +179,38 @@ def test_cellpose_segmenter_trains_deterministically_and_predicts_labels(tmp_pat
 
 
 @pytest.mark.slow
+def test_predict_each_gives_cellposes_own_masks_for_every_threshold_pair(tmp_path):
+    from cellcascade.evaluation.segmenters import _load_weights
+
+    image, labels = normalized_grid()
+    diameter = label_diameter(labels)
+    segmenter = CellposeSegmenter(tile=32, batch_size=2)
+    (checkpoint,) = segmenter.train([image], [labels], steps=3, seed=0, work_dir=tmp_path, checkpoints=[])
+    pairs = [(-20.0, 0.0), (-2.0, 0.8), (0.0, 0.4)]
+    options = [dict(cellprob_threshold=c, flow_threshold=f) for c, f in pairs]
+    each = segmenter.predict_each(checkpoint, [image, image[:, ::-1].copy()], diameter=diameter, mask_options=options)
+    assert len(each) == len(pairs) and all(len(per_option) == 2 for per_option in each)
+    assert each[0][0].max() > 0  # at logit -20 some masks survive, so the comparison below is not of empty images
+    model = segmenter._new_model()  # Cellpose's own eval, with the same weights
+    _load_weights(model.net, checkpoint.path)
+    for (cellprob, flow), per_option in zip(pairs, each):
+        for picture, masks in zip([image, image[:, ::-1].copy()], per_option):
+            expected = model.eval(picture, channels=None, normalize={"normalize": False}, diameter=diameter,
+                                  cellprob_threshold=cellprob, flow_threshold=flow)[0]
+            np.testing.assert_array_equal(masks, relabel(expected))
+    # predict is predict_each with one pair; test-time augmentation changes the flows, deterministically
+    (single,) = segmenter.predict(checkpoint, [image], diameter=diameter, cellprob_threshold=-20.0, flow_threshold=0.0)
+    np.testing.assert_array_equal(single, each[0][0])
+    augmented = CellposeSegmenter(tile=32, batch_size=2, test_augment=True)
+    (tta,) = augmented.predict(checkpoint, [image], diameter=diameter, cellprob_threshold=-20.0, flow_threshold=0.0)
+    (again,) = augmented.predict(checkpoint, [image], diameter=diameter, cellprob_threshold=-20.0, flow_threshold=0.0)
+    assert tta.shape == image.shape and not np.array_equal(tta, single)
+    np.testing.assert_array_equal(tta, again)
+    with pytest.raises(CellcascadeError, match="unknown mask option"):
+        segmenter.predict_each(checkpoint, [image], diameter=diameter, mask_options=[dict(niter=5)])
+
+
+@pytest.mark.slow
 def test_weight_averaged_checkpoints_do_not_depend_on_the_steps_that_follow(tmp_path):
     image, labels = normalized_grid()
     averaged = CellposeSegmenter(tile=32, batch_size=2, ema=0.9)
@@ -280,6 +312,27 @@ def test_tuned_mask_thresholds_are_chosen_on_validation_and_used_on_test(tmp_pat
     assert "chosen_mask_options" not in default["arms"]["real"]["runs"][0]
     assert default["config"]["mask_threshold_grid"] is None
     assert tuned["summary"]["real"]["seg_mean"] > 0.8 > default["summary"]["real"]["seg_mean"]
+
+
+class OnePassSegmenter(MaskOptionSegmenter):
+    """Offers predict_each, and records how many network passes (calls) the benchmark makes."""
+
+    def __init__(self):
+        super().__init__()
+        self.passes = []
+
+    def predict_each(self, checkpoint, images, *, diameter, mask_options):
+        self.passes.append(len(mask_options))
+        return [self.predict(checkpoint, images, diameter=diameter, **option) for option in mask_options]
+
+
+def test_threshold_search_makes_one_pass_per_checkpoint_when_the_segmenter_can(tmp_path):
+    kwargs = dict(budget=8, classic=False, seeds=(0,), steps=4, n_checkpoints=2, long_factor=1)
+    fake = OnePassSegmenter()
+    tuned = run_benchmark([grid_item(shape=(96, 384))], tmp_path / "tuned", tune_masks=True, segmenter=fake, **kwargs)
+    # validation: one pass per checkpoint with all 6 pairs; test: the chosen pair only
+    assert fake.passes == [len(MASK_THRESHOLD_GRID)] * 2 and len(fake.options) == 12 + 1
+    assert tuned["arms"]["real"]["runs"][0]["chosen_mask_options"] == {"cellprob_threshold": 0.0, "flow_threshold": 0.8}
 
 
 def write_pairs(folder: Path, n: int) -> None:

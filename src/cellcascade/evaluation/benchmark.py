@@ -116,6 +116,7 @@ def run_benchmark(
     batch_size: int | None = None,
     diam_mean: float = 17.0,
     ema: float = 0.0,
+    test_augment: bool = False,
     tune_masks: bool = False,
     threads: int | None = None,
     segmenter: Segmenter | None = None,
@@ -159,6 +160,8 @@ def run_benchmark(
         Cell diameter in network pixels (images are resized to it).
     ema : float
         Decay of the segmenter's weight average in [0, 1) (0 = raw weights; see ``CellposeSegmenter``).
+    test_augment : bool
+        Cellpose's test-time augmentation (flipped overlapping tiles, averaged) for validation and test.
     tune_masks : bool
         Choose Cellpose's mask thresholds (``cellprob_threshold``, ``flow_threshold``) from
         :data:`MASK_THRESHOLD_GRID` together with the checkpoint, on the same validation cells; off: Cellpose's
@@ -209,7 +212,8 @@ def run_benchmark(
     if out_dir.exists() and not out_dir.is_dir():
         raise CellcascadeError(f"{out_dir}: exists and is not a folder")
     if segmenter is None:
-        segmenter = CellposeSegmenter(diam_mean=diam_mean, tile=tile, batch_size=batch_size, ema=ema)
+        segmenter = CellposeSegmenter(diam_mean=diam_mean, tile=tile, batch_size=batch_size, ema=ema,
+                                      test_augment=test_augment)
     if threads is not None and threads < 1:
         raise CellcascadeError(f"threads must be at least 1, not {threads}")
 
@@ -573,16 +577,22 @@ def _best_validation_scores(segmenter: Segmenter, checkpoint: Checkpoint, images
                             options: list[dict]) -> dict:
     """The validation scores of `checkpoint` with the best of the `options` of predict (the first of equal scores)."""
     best = None
-    for option in options:
-        scores = _validation_scores(segmenter, checkpoint, images, budget, option)
+    for option, predictions in zip(options, _predict_each(segmenter, checkpoint, images, budget.diameter, options)):
+        scores = _validation_scores(predictions, budget)
         if best is None or scores["score"] > best["score"]:
             best = {**scores, **({"mask_options": option} if option else {})}
     return best
 
 
-def _validation_scores(segmenter: Segmenter, checkpoint: Checkpoint, images: list[np.ndarray], budget: Budget,
-                       options: dict | None = None) -> dict:
-    predictions = segmenter.predict(checkpoint, images, diameter=budget.diameter, **(options or {}))
+def _predict_each(segmenter: Segmenter, checkpoint: Checkpoint, images: list[np.ndarray], diameter: float,
+                  options: list[dict]) -> list[list[np.ndarray]]:
+    """Predictions with each of the `options`: in one network pass where the segmenter offers ``predict_each``."""
+    if hasattr(segmenter, "predict_each"):
+        return segmenter.predict_each(checkpoint, images, diameter=diameter, mask_options=options)
+    return [segmenter.predict(checkpoint, images, diameter=diameter, **option) for option in options]
+
+
+def _validation_scores(predictions: list[np.ndarray], budget: Budget) -> dict:
     references = [v.labels for v in budget.validation]
     names = [v.name for v in budget.validation]
     seg = _pooled(references, predictions, names).seg

@@ -33,7 +33,9 @@ class Segmenter(Protocol):
 
     ``train`` must do exactly ``steps`` optimizer steps whatever the number of images (so arms with more images
     do not get more training), draw image ``i`` with probability ``probabilities[i]``, and be deterministic for a
-    given ``seed``. ``predict`` returns label images with consecutive ids.
+    given ``seed``. ``predict`` returns label images with consecutive ids. A segmenter may also offer
+    ``predict_each(checkpoint, images, *, diameter, mask_options)``: the predictions with each of several
+    `mask_options` at once (one list per option), which the benchmark's threshold search then uses.
     """
 
     name: str
@@ -135,6 +137,8 @@ class CellposeSegmenter:
         Steps of linear learning-rate warm-up.
     ema : float
         Decay of the moving average of the weights that checkpoints save, in [0, 1); 0 = the raw weights.
+    test_augment : bool
+        Test-time augmentation in :meth:`predict` (Cellpose's ``augment``: overlapping tiles, flipped, averaged).
     device : str
         Torch device ("cpu", "cuda").
 
@@ -152,6 +156,7 @@ class CellposeSegmenter:
     weight_decay: float = 1e-5
     warmup: int = 10
     ema: float = 0.0
+    test_augment: bool = False
     device: str = "cpu"
     name: str = "cellpose3"
 
@@ -312,24 +317,60 @@ class CellposeSegmenter:
         -------
         list of ndarray int32, shape (Y, X): instance labels with consecutive ids, 0 = background.
         """
+        options = [dict(cellprob_threshold=cellprob_threshold, flow_threshold=flow_threshold)]
+        return self.predict_each(checkpoint, images, diameter=diameter, mask_options=options)[0]
+
+    def predict_each(self, checkpoint: Checkpoint, images: Sequence[np.ndarray], *, diameter: float,
+                     mask_options: Sequence[dict]) -> list[list[np.ndarray]]:
+        """:meth:`predict` with each of several mask thresholds, running the network once per image.
+
+        The network's flows and cell probabilities do not depend on the thresholds, so the benchmark's threshold
+        search costs one network pass and one mask reconstruction per pair (``cellpose.dynamics``, with the
+        settings of ``CellposeModel.eval``: the same masks as ``eval`` with those thresholds).
+
+        Parameters
+        ----------
+        mask_options : sequence of dict
+            Keyword arguments of :meth:`predict` (``cellprob_threshold``, ``flow_threshold``); ``{}``: defaults.
+
+        Returns
+        -------
+        list (one per option) of lists (one per image) of ndarray int32, shape (Y, X).
+        """
+        from cellpose import dynamics
+
         if not diameter > 0:
             raise CellcascadeError(f"diameter must be positive, not {diameter}")
-        if not flow_threshold >= 0:
-            raise CellcascadeError(f"flow_threshold must be at least 0, not {flow_threshold}")
+        thresholds = []
+        for option in mask_options:
+            unknown = set(option) - {"cellprob_threshold", "flow_threshold"}
+            if unknown:
+                raise CellcascadeError(f"unknown mask option(s) {sorted(unknown)}")
+            pair = (float(option.get("cellprob_threshold", 0.0)), float(option.get("flow_threshold", 0.4)))
+            if not pair[1] >= 0:
+                raise CellcascadeError(f"flow_threshold must be at least 0, not {pair[1]}")
+            thresholds.append(pair)
         model = self._new_model()
         _load_weights(model.net, checkpoint.path)
         model.diam_labels = float(model.net.diam_labels.item())
-        out = []
+        niter = float(diameter) / self.diam_mean * 200  # eval's default with resample: 200 steps at network scale
+        out: list[list[np.ndarray]] = [[] for _ in thresholds]
         for image in images:
-            masks = model.eval(
+            _, (_, flow, cellprob), _ = model.eval(
                 np.asarray(image, dtype=np.float32),
                 channels=None,
                 normalize={"normalize": False},  # a dict: cellpose would otherwise mutate its module default
                 diameter=float(diameter),
-                cellprob_threshold=float(cellprob_threshold),
-                flow_threshold=float(flow_threshold),
-            )[0]
-            out.append(relabel(masks))
+                augment=self.test_augment,
+                compute_masks=False,
+            )
+            for index, (cellprob_threshold, flow_threshold) in enumerate(thresholds):
+                masks = dynamics.resize_and_compute_masks(
+                    flow, cellprob, niter=niter, cellprob_threshold=cellprob_threshold,
+                    flow_threshold=flow_threshold, interp=True, min_size=15, max_size_fraction=0.4,
+                    device=model.device,
+                )
+                out[index].append(relabel(masks))
         return out
 
 

@@ -28,7 +28,7 @@ import warnings
 from pathlib import Path
 
 from cellcascade.errors import CellcascadeError
-from cellcascade.evaluation.benchmark import run_benchmark
+from cellcascade.evaluation.benchmark import run_benchmark, threshold_grid
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -60,6 +60,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="Cellpose's test-time augmentation (flipped overlapping tiles, averaged) on validation and test")
     parser.add_argument("--tune-masks", action="store_true",
                         help="choose Cellpose's mask thresholds (cellprob, flow) with the steps on the validation cells")
+    parser.add_argument("--cellprob-thresholds", type=float, nargs="+", default=None,
+                        help="with --tune-masks: the cell-probability thresholds to try (default 0 0.5 1; lower "
+                             "draws wider masks)")
+    parser.add_argument("--flow-thresholds", type=float, nargs="+", default=None,
+                        help="with --tune-masks: the flow-error thresholds to try (default 0.4 0.8)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -93,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
                 ema=args.ema,
                 test_augment=args.test_augment,
                 tune_masks=args.tune_masks,
+                mask_threshold_grid=threshold_grid(args.cellprob_thresholds, args.flow_thresholds),
                 quick=args.quick,
                 threads=args.threads,
                 command=command,

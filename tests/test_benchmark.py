@@ -13,7 +13,7 @@ from scipy import ndimage as ndi
 
 from cellcascade.data import AnnotatedImage, load_sample
 from cellcascade.errors import CellcascadeError
-from cellcascade.evaluation.benchmark import MASK_THRESHOLD_GRID, RESULT_FILES, run_benchmark
+from cellcascade.evaluation.benchmark import MASK_THRESHOLD_GRID, RESULT_FILES, run_benchmark, threshold_grid
 from cellcascade.evaluation.segmenters import (
     Checkpoint,
     CellposeSegmenter,
@@ -312,6 +312,39 @@ def test_tuned_mask_thresholds_are_chosen_on_validation_and_used_on_test(tmp_pat
     assert "chosen_mask_options" not in default["arms"]["real"]["runs"][0]
     assert default["config"]["mask_threshold_grid"] is None
     assert tuned["summary"]["real"]["seg_mean"] > 0.8 > default["summary"]["real"]["seg_mean"]
+
+
+def test_a_custom_threshold_grid_is_searched_in_its_order_and_recorded(tmp_path):
+    kwargs = dict(budget=8, classic=False, seeds=(0,), steps=4, n_checkpoints=2, long_factor=1)
+    grid = threshold_grid([-1.0, 0.0], [0.8, 0.4])
+    assert grid == [(0.0, 0.4), (-1.0, 0.4), (-1.0, 0.8), (0.0, 0.8)]
+    fake = MaskOptionSegmenter()
+    tuned = run_benchmark([grid_item(shape=(96, 384))], tmp_path / "tuned", tune_masks=True,
+                          mask_threshold_grid=grid, segmenter=fake, **kwargs)
+    assert fake.options[:8] == grid * 2 and fake.options[8:] == [(-1.0, 0.8)]  # the first pair with flow 0.8
+    assert tuned["config"]["mask_threshold_grid"] == [list(p) for p in grid]
+
+
+def test_threshold_grid_fills_a_missing_axis_from_the_default_grid():
+    assert threshold_grid() is None
+    assert threshold_grid(flow_thresholds=[0.6]) == [(0.0, 0.6), (0.5, 0.6), (1.0, 0.6)]
+    assert threshold_grid(cellprob_thresholds=[0.0]) == [(0.0, 0.4), (0.0, 0.8)]
+
+
+@pytest.mark.parametrize("grid, message", [
+    ([], "distinct"), ([(0.0, 0.4), (0.0, 0.4)], "distinct"), ([(0.0, -0.1)], "flow >= 0"),
+])
+def test_a_bad_threshold_grid_is_refused_before_any_work(tmp_path, grid, message):
+    with pytest.raises(CellcascadeError, match=message):
+        run_benchmark([grid_item(shape=(96, 384))], tmp_path / "out", tune_masks=True, mask_threshold_grid=grid,
+                      segmenter=MaskOptionSegmenter(), budget=8, classic=False, seeds=(0,), steps=4, n_checkpoints=2)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_threshold_grid_without_tune_masks_is_refused(tmp_path):
+    with pytest.raises(CellcascadeError, match="only used with tune_masks"):
+        run_benchmark([grid_item(shape=(96, 384))], tmp_path / "out", mask_threshold_grid=[(0.0, 0.4)],
+                      segmenter=MaskOptionSegmenter(), budget=8, classic=False, seeds=(0,), steps=4, n_checkpoints=2)
 
 
 class OnePassSegmenter(MaskOptionSegmenter):

@@ -77,6 +77,20 @@ MASK_THRESHOLD_GRID = ((0.0, 0.4), (0.0, 0.8), (0.5, 0.4), (0.5, 0.8), (1.0, 0.4
 QUICK = dict(steps=4, n_checkpoints=2, long_factor=4, tile=32, batch_size=2, n_synthetic=2, seeds=(0,))
 
 
+def threshold_grid(cellprob_thresholds: Sequence[float] | None = None,
+                   flow_thresholds: Sequence[float] | None = None) -> list[tuple[float, float]] | None:
+    """Every (cellprob_threshold, flow_threshold) pair of the two axes, Cellpose's defaults (0, 0.4) first.
+
+    An axis left out takes its values from :data:`MASK_THRESHOLD_GRID`; both left out: ``None`` (the default grid).
+    """
+    if cellprob_thresholds is None and flow_thresholds is None:
+        return None
+    cellprob = sorted({float(c) for c in (cellprob_thresholds or [c for c, _ in MASK_THRESHOLD_GRID])})
+    flow = sorted({float(f) for f in (flow_thresholds or [f for _, f in MASK_THRESHOLD_GRID])})
+    pairs = [(c, f) for c in cellprob for f in flow]
+    return sorted(pairs, key=lambda pair: pair != (0.0, 0.4))  # stable: the defaults first, then grid order
+
+
 @dataclass
 class Arm:
     """Training data of one arm: normalised images (Y, X) float32, labels, and the chance to draw each image."""
@@ -118,6 +132,7 @@ def run_benchmark(
     ema: float = 0.0,
     test_augment: bool = False,
     tune_masks: bool = False,
+    mask_threshold_grid: Sequence[tuple[float, float]] | None = None,
     threads: int | None = None,
     segmenter: Segmenter | None = None,
     command: str | None = None,
@@ -166,6 +181,9 @@ def run_benchmark(
         Choose Cellpose's mask thresholds (``cellprob_threshold``, ``flow_threshold``) from
         :data:`MASK_THRESHOLD_GRID` together with the checkpoint, on the same validation cells; off: Cellpose's
         defaults (0, 0.4). The test images never take part in the choice.
+    mask_threshold_grid : sequence of (float, float), optional
+        The (cellprob_threshold, flow_threshold) pairs that `tune_masks` tries, best first on ties (default
+        :data:`MASK_THRESHOLD_GRID`); only with `tune_masks`.
     threads : int, optional
         ``torch.set_num_threads`` for the run.
     segmenter : Segmenter, optional
@@ -211,6 +229,11 @@ def run_benchmark(
         raise CellcascadeError(f"n_synthetic must be at least 1, not {n_synthetic}")
     if out_dir.exists() and not out_dir.is_dir():
         raise CellcascadeError(f"{out_dir}: exists and is not a folder")
+    if mask_threshold_grid is not None and not tune_masks:
+        raise CellcascadeError("mask_threshold_grid is only used with tune_masks")
+    grid = [(float(c), float(f)) for c, f in (MASK_THRESHOLD_GRID if mask_threshold_grid is None else mask_threshold_grid)]
+    if not grid or len(set(grid)) != len(grid) or any(not f >= 0 for _, f in grid):
+        raise CellcascadeError(f"mask_threshold_grid needs distinct (cellprob, flow >= 0) pairs, not {grid}")
     if segmenter is None:
         segmenter = CellposeSegmenter(diam_mean=diam_mean, tile=tile, batch_size=batch_size, ema=ema,
                                       test_augment=test_augment)
@@ -243,7 +266,7 @@ def run_benchmark(
         long_name=long_name if long_factor > 1 else None,
         real_fraction=real_fraction,
         n_synthetic=n_synthetic,
-        mask_options=[dict(cellprob_threshold=c, flow_threshold=f) for c, f in MASK_THRESHOLD_GRID] if tune_masks else [{}],
+        mask_options=[dict(cellprob_threshold=c, flow_threshold=f) for c, f in grid] if tune_masks else [{}],
     )
     config = {
         "data": str(data) if isinstance(data, (str, Path)) else [i.name for i in items],
@@ -260,7 +283,7 @@ def run_benchmark(
         "n_synthetic": n_synthetic,
         "quick": quick,
         "segmenter": {"name": segmenter.name, **getattr(segmenter, "config", {})},
-        "mask_threshold_grid": [list(pair) for pair in MASK_THRESHOLD_GRID] if tune_masks else None,
+        "mask_threshold_grid": [list(pair) for pair in grid] if tune_masks else None,
         "validation_score": "SEG" if not _all_dense(chosen.validation) else "mean of SEG and AP@0.5",
         "threads": threads,
         "command": command,

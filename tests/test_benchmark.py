@@ -422,6 +422,7 @@ def check_outputs(out: Path, result: dict) -> None:
         for run in entry["runs"]:
             assert all(0.0 <= p["score"] <= 1.0 for p in run["learning_curve"])
             assert all(0.0 <= im["seg"] <= 1.0 for im in run["test_per_image"])
+            assert all(im["tp"] == 0 or im["matched_size_ratio"] > 0 for im in run["test_per_image"])
     table = (out / "benchmark.md").read_text()
     assert "| real |" in table and "SEG" in table
     assert (out / "benchmark.png").read_bytes()[:4] == b"\x89PNG"

@@ -12,6 +12,7 @@ from cellcascade.evaluation.segmentation_metrics import (
     average_precision,
     detection_scores,
     label_overlaps,
+    matched_size_ratios,
     seg_per_cell_kind,
     seg_per_object,
     seg_score,
@@ -92,6 +93,23 @@ def test_optimal_matching_below_half():
     assert scores["mean_matched_iou"] == pytest.approx((0.4 + 0.25) / 2)
     assert detection_scores(ref, pred, iou_threshold=0.5)["tp"] == 0
     assert seg_score(ref, pred) == pytest.approx((6 / 14 + 0) / 2)
+
+
+def test_matched_size_ratios_tell_wide_from_tight_boundaries_and_skip_misses():
+    ref = np.zeros((40, 40), np.int32)
+    ref[disc(ref.shape, (10, 10), 6)] = 4
+    ref[disc(ref.shape, (28, 28), 6)] = 9
+    ref[square(ref.shape, 0, 30, 4)] = 2
+    wide = expand_labels(ref, 1)
+    assert all(r > 1 for r in matched_size_ratios(ref, wide).values())
+    assert matched_size_ratios(ref, ref * 3) == {2: 1.0, 4: 1.0, 9: 1.0}
+    prediction = np.zeros_like(ref)
+    prediction[ref == 2] = 1
+    prediction[disc(ref.shape, (10, 10), 5)] = 6  # tighter than cell 4
+    prediction[square(ref.shape, 26, 26, 4)] = 7  # 16 of cell 9's pixels: fewer than half, a miss
+    ratios = matched_size_ratios(ref, prediction)
+    assert set(ratios) == {2, 4} and ratios[2] == 1.0
+    assert ratios[4] == pytest.approx(disc(ref.shape, (10, 10), 5).sum() / disc(ref.shape, (10, 10), 6).sum())
 
 
 def test_seg_per_cell_kind_sorts_cells_and_keeps_the_seg_jaccards():

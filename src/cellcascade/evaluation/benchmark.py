@@ -51,7 +51,7 @@ import numpy as np
 
 from cellcascade.data import AnnotatedImage, read_dataset, require_ndim
 from cellcascade.errors import CellcascadeError
-from cellcascade.evaluation.segmentation_metrics import detection_scores, seg_per_object
+from cellcascade.evaluation.segmentation_metrics import detection_scores, matched_size_ratios, seg_per_object
 from cellcascade.evaluation.segmenters import (
     CellposeSegmenter,
     Checkpoint,
@@ -576,6 +576,7 @@ def _pooled(references: list[np.ndarray], predictions: list[np.ndarray], names: 
     for name, reference, prediction in zip(names, references, predictions):
         reference = relabel(reference)
         values = list(seg_per_object(reference, prediction).values())
+        ratios = list(matched_size_ratios(reference, prediction).values())
         counts = detection_scores(reference, prediction, 0.5)
         jaccards += values
         tp, fp, fn = tp + counts["tp"], fp + counts["fp"], fn + counts["fn"]
@@ -589,6 +590,8 @@ def _pooled(references: list[np.ndarray], predictions: list[np.ndarray], names: 
                 "fn": counts["fn"],
                 "reference_cells": int(reference.max()),
                 "predicted_cells": int(prediction.max()),
+                # median predicted / annotated size of the matched cells: > 1 when boundaries are drawn too wide
+                "matched_size_ratio": float(np.median(ratios)) if ratios else float("nan"),
             }
         )
     seg = float(np.mean(jaccards)) if jaccards else float("nan")

@@ -160,6 +160,34 @@ def seg_per_object(reference: np.ndarray, prediction: np.ndarray) -> dict[int, f
     return {int(i): float(j) for i, j in zip(table.reference_ids, jaccard)}
 
 
+def matched_size_ratios(reference: np.ndarray, prediction: np.ndarray) -> dict[int, float]:
+    """Predicted over reference size of every reference object that SEG matches: are boundaries too wide or tight?
+
+    Parameters
+    ----------
+    reference, prediction : ndarray int, same shape (Y, X) or (Z, Y, X)
+        Instance labels, 0 = background.
+
+    Returns
+    -------
+    dict
+        Reference id -> size of the predicted object covering more than half of it / its own size (> 1: the
+        prediction is larger). Objects without such a prediction are left out.
+
+    Examples
+    --------
+    >>> ref = np.zeros((4, 4), int); ref[:2, :2] = 5
+    >>> pred = np.zeros((4, 4), int); pred[:2, :3] = 1
+    >>> matched_size_ratios(ref, pred)
+    {5: 1.5}
+    """
+    table = label_overlaps(reference, prediction)
+    matched = 2 * table.intersection > table.reference_sizes[table.ref_index]
+    ref_index, pred_index = table.ref_index[matched], table.pred_index[matched]
+    ratios = table.prediction_sizes[pred_index] / table.reference_sizes[ref_index]
+    return {int(table.reference_ids[i]): float(r) for i, r in zip(ref_index, ratios)}
+
+
 def seg_per_cell_kind(reference: np.ndarray, prediction: np.ndarray, small_fraction: float = 1 / 3) -> list[dict]:
     """Where an image's SEG is lost: every reference object with its size, its kind and its SEG Jaccard index.
 

@@ -28,7 +28,7 @@ import warnings
 from pathlib import Path
 
 from cellcascade.errors import CellcascadeError
-from cellcascade.evaluation.benchmark import run_benchmark, threshold_grid
+from cellcascade.evaluation.benchmark import ARM_KINDS, run_benchmark, threshold_grid
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -65,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
                              "draws wider masks)")
     parser.add_argument("--flow-thresholds", type=float, nargs="+", default=None,
                         help="with --tune-masks: the flow-error thresholds to try (default 0.4 0.8)")
+    parser.add_argument("--arms", nargs="+", choices=ARM_KINDS, default=list(ARM_KINDS),
+                        help="kinds of arm to train: real (the budget patch), synthetic (each source alone), mixed "
+                             "(patch + each source); default all. Arms do not depend on each other, so one comparison "
+                             "can be split over runs (same seeds give the same arm)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -99,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
                 test_augment=args.test_augment,
                 tune_masks=args.tune_masks,
                 mask_threshold_grid=threshold_grid(args.cellprob_thresholds, args.flow_thresholds),
+                arms=args.arms,
                 quick=args.quick,
                 threads=args.threads,
                 command=command,

@@ -400,6 +400,30 @@ def test_every_arm_gets_the_same_steps_and_only_budget_data(tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(RESULT_FILES)
 
 
+def test_a_run_can_train_only_some_kinds_of_arm_with_the_same_data(tmp_path):
+    write_pairs(tmp_path / "synth", 3)
+    kwargs = dict(budget=8, synthetic=[tmp_path / "synth"], classic=False, seeds=(0,), steps=4, n_checkpoints=2,
+                  long_factor=4, n_synthetic=2)
+    full, part = ThresholdSegmenter(), ThresholdSegmenter()
+    run_benchmark([grid_item(shape=(96, 384))], tmp_path / "full", segmenter=full, **kwargs)
+    result = run_benchmark([grid_item(shape=(96, 384))], tmp_path / "part", segmenter=part, arms=["mixed"], **kwargs)
+    assert list(result["arms"]) == ["real + synth"] and result["config"]["arms"] == ["mixed"]
+    (call,) = part.calls  # no real run (nor its long row), no synthetic-only run
+    same = full.calls[-1]  # the full run's mixed arm: same images, probabilities and seed
+    assert call["steps"] == same["steps"] == 4 and call["seed"] == same["seed"]
+    assert call["probabilities"] == same["probabilities"]
+    assert all(np.array_equal(a, b) for a, b in zip(call["images"], same["images"], strict=True))
+
+
+@pytest.mark.parametrize("arms, message", [([], "arms must be"), (["everything"], "arms must be"),
+                                           (["synthetic"], "need synthetic data")])
+def test_bad_arm_kinds_are_refused_before_any_work(tmp_path, arms, message):
+    with pytest.raises(CellcascadeError, match=message):
+        run_benchmark([grid_item(shape=(96, 384))], tmp_path / "out", arms=arms, classic=False, budget=8,
+                      segmenter=ThresholdSegmenter(), seeds=(0,), steps=4, n_checkpoints=2)
+    assert not (tmp_path / "out").exists()
+
+
 def test_bad_input_writes_nothing(tmp_path):
     out = tmp_path / "out"
     with pytest.raises(CellcascadeError):

@@ -66,6 +66,8 @@ logger = logging.getLogger(__name__)
 
 RESULT_FILES = ("benchmark.md", "benchmark.png", "benchmark.json")
 REAL = "real"
+# the kinds of arm a run can train: the budget patch alone, each synthetic source alone, and the two mixed
+ARM_KINDS = ("real", "synthetic", "mixed")
 
 # Defaults of a full run (measured on the embedded sample: see benchmarks/results/segmentation_sample.md) and of
 # the CI smoke run.
@@ -133,6 +135,7 @@ def run_benchmark(
     test_augment: bool = False,
     tune_masks: bool = False,
     mask_threshold_grid: Sequence[tuple[float, float]] | None = None,
+    arms: Sequence[str] = ARM_KINDS,
     threads: int | None = None,
     segmenter: Segmenter | None = None,
     command: str | None = None,
@@ -184,6 +187,10 @@ def run_benchmark(
     mask_threshold_grid : sequence of (float, float), optional
         The (cellprob_threshold, flow_threshold) pairs that `tune_masks` tries, best first on ties (default
         :data:`MASK_THRESHOLD_GRID`); only with `tune_masks`.
+    arms : sequence of str
+        The kinds of arm to train, among :data:`ARM_KINDS` ("real": the budget patch, with the long row;
+        "synthetic": each source alone; "mixed": the patch + each source). Default: all; fewer split a long
+        comparison over runs (the arms do not depend on each other).
     threads : int, optional
         ``torch.set_num_threads`` for the run.
     segmenter : Segmenter, optional
@@ -229,6 +236,11 @@ def run_benchmark(
         raise CellcascadeError(f"n_synthetic must be at least 1, not {n_synthetic}")
     if out_dir.exists() and not out_dir.is_dir():
         raise CellcascadeError(f"{out_dir}: exists and is not a folder")
+    arms = tuple(dict.fromkeys(arms))
+    if not arms or set(arms) - set(ARM_KINDS):
+        raise CellcascadeError(f"arms must be some of {', '.join(ARM_KINDS)}, not {list(arms)}")
+    if "real" not in arms and not (synthetic or classic):
+        raise CellcascadeError(f"arms {list(arms)} need synthetic data: give synthetic folders or the classic generator")
     if mask_threshold_grid is not None and not tune_masks:
         raise CellcascadeError("mask_threshold_grid is only used with tune_masks")
     grid = [(float(c), float(f)) for c, f in (MASK_THRESHOLD_GRID if mask_threshold_grid is None else mask_threshold_grid)]
@@ -267,6 +279,7 @@ def run_benchmark(
         real_fraction=real_fraction,
         n_synthetic=n_synthetic,
         mask_options=[dict(cellprob_threshold=c, flow_threshold=f) for c, f in grid] if tune_masks else [{}],
+        arm_kinds=arms,
     )
     config = {
         "data": str(data) if isinstance(data, (str, Path)) else [i.name for i in items],
@@ -284,6 +297,7 @@ def run_benchmark(
         "quick": quick,
         "segmenter": {"name": segmenter.name, **getattr(segmenter, "config", {})},
         "mask_threshold_grid": [list(pair) for pair in grid] if tune_masks else None,
+        "arms": list(arms),
         "validation_score": "SEG" if not _all_dense(chosen.validation) else "mean of SEG and AP@0.5",
         "threads": threads,
         "command": command,
@@ -385,6 +399,7 @@ class _Plan:
     real_fraction: float
     n_synthetic: int
     mask_options: list[dict]  # keyword arguments of `segmenter.predict` to choose from; [{}]: its defaults only
+    arm_kinds: tuple[str, ...] = ARM_KINDS
 
 
 def _run_arms(plan: _Plan) -> tuple[dict[str, dict], list[dict]]:
@@ -402,7 +417,9 @@ def _run_arms(plan: _Plan) -> tuple[dict[str, dict], list[dict]]:
             synthetic_sets += [dict(f) for f in plan.folders]
             if seed == plan.seeds[0]:
                 sources_out = [{k: v for k, v in s.items() if k not in ("images", "labels")} for s in synthetic_sets]
-            for index, arm in enumerate(_arms(budget, synthetic_sets, plan.real_fraction)):
+            for index, (kind, arm) in enumerate(_arms(budget, synthetic_sets, plan.real_fraction)):
+                if kind not in plan.arm_kinds:
+                    continue
                 long_run = arm.name == REAL and plan.long_name is not None
                 run_steps = plan.long_curve[-1] if long_run else steps
                 tic = time.time()
@@ -535,21 +552,24 @@ def _classic_set(generator, budget: Budget, n_images: int, segmenter: Segmenter,
     }
 
 
-def _arms(budget: Budget, synthetic_sets: list[dict], real_fraction: float) -> list[Arm]:
+def _arms(budget: Budget, synthetic_sets: list[dict], real_fraction: float) -> list[tuple[str, Arm]]:
+    """Every arm with its kind (one of :data:`ARM_KINDS`), in a fixed order (their work folders are numbered by it)."""
     arms = [
-        Arm(REAL, [budget.image], [budget.labels], [1.0], f"budget patch only ({budget.n_whole} whole + {budget.n_cut} cut cells)")
+        ("real", Arm(REAL, [budget.image], [budget.labels], [1.0],
+                     f"budget patch only ({budget.n_whole} whole + {budget.n_cut} cut cells)"))
     ]
     for source in synthetic_sets:
         n = len(source["images"])
-        arms.append(Arm(source["name"], source["images"], source["labels"], [1.0 / n] * n, f"{n} {source['kind']} synthetic images only"))
+        arms.append(("synthetic", Arm(source["name"], source["images"], source["labels"], [1.0 / n] * n,
+                                      f"{n} {source['kind']} synthetic images only")))
         arms.append(
-            Arm(
+            ("mixed", Arm(
                 f"{REAL} + {source['name']}",
                 [budget.image] + source["images"],
                 [budget.labels] + source["labels"],
                 [real_fraction] + [(1 - real_fraction) / n] * n,
                 f"budget patch (drawn with p={real_fraction:g}) + {n} {source['kind']} synthetic images",
-            )
+            ))
         )
     return arms
 

@@ -66,7 +66,7 @@ logger = logging.getLogger(__name__)
 
 RESULT_FILES = ("benchmark.md", "benchmark.png", "benchmark.json")
 REAL = "real"
-# the kinds of arm a run can train: the budget patch alone, each synthetic source alone, and the two mixed
+# the kinds of arm a run can train: the budget patch alone, each synthetic source alone, each source mixed with the patch
 ARM_KINDS = ("real", "synthetic", "mixed")
 
 # Defaults of a full run (measured on the embedded sample: see benchmarks/results/segmentation_sample.md) and of

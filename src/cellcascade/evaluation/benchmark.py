@@ -242,7 +242,8 @@ def run_benchmark(
     if "real" not in arms and not (synthetic or classic):
         raise CellcascadeError(f"arms {list(arms)} need synthetic data: give synthetic folders or the classic generator")
     if mask_threshold_grid is not None and not tune_masks:
-        raise CellcascadeError("mask_threshold_grid is only used with tune_masks")
+        raise CellcascadeError("a mask threshold grid (mask_threshold_grid, --cellprob-thresholds, --flow-thresholds) "
+                               "is only used with tune_masks (--tune-masks)")
     grid = [(float(c), float(f)) for c, f in (MASK_THRESHOLD_GRID if mask_threshold_grid is None else mask_threshold_grid)]
     if not grid or len(set(grid)) != len(grid) or any(not f >= 0 for _, f in grid):
         raise CellcascadeError(f"mask_threshold_grid needs distinct (cellprob, flow >= 0) pairs, not {grid}")

@@ -132,6 +132,11 @@ def label_overlaps(reference: np.ndarray, prediction: np.ndarray) -> Overlaps:
     )
 
 
+def _seg_matches(table: Overlaps) -> np.ndarray:
+    """SEG's match rule per overlapping pair of `table`: the prediction covers more than half the reference object."""
+    return 2 * table.intersection > table.reference_sizes[table.ref_index]
+
+
 def seg_per_object(reference: np.ndarray, prediction: np.ndarray) -> dict[int, float]:
     """The SEG Jaccard index of every reference object (see the module notes).
 
@@ -155,7 +160,7 @@ def seg_per_object(reference: np.ndarray, prediction: np.ndarray) -> dict[int, f
     """
     table = label_overlaps(reference, prediction)
     jaccard = np.zeros(len(table.reference_ids))
-    matched = 2 * table.intersection > table.reference_sizes[table.ref_index]
+    matched = _seg_matches(table)
     jaccard[table.ref_index[matched]] = table.iou[matched]
     return {int(i): float(j) for i, j in zip(table.reference_ids, jaccard)}
 
@@ -182,7 +187,7 @@ def matched_size_ratios(reference: np.ndarray, prediction: np.ndarray) -> dict[i
     {5: 1.5}
     """
     table = label_overlaps(reference, prediction)
-    matched = 2 * table.intersection > table.reference_sizes[table.ref_index]
+    matched = _seg_matches(table)
     ref_index, pred_index = table.ref_index[matched], table.pred_index[matched]
     ratios = table.prediction_sizes[pred_index] / table.reference_sizes[ref_index]
     return {int(table.reference_ids[i]): float(r) for i, r in zip(ref_index, ratios)}

@@ -65,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
                              "draws wider masks)")
     parser.add_argument("--flow-thresholds", type=float, nargs="+", default=None,
                         help="with --tune-masks: the flow-error thresholds to try (default 0.4 0.8)")
+    parser.add_argument("--shrink-fractions", type=float, nargs="+", default=None,
+                        help="with --tune-masks: shares of each predicted cell's area to remove (its outermost, most "
+                             "exposed pixels: a sub-pixel boundary shift), tried with every threshold pair, each in "
+                             "[0, 0.5) (default 0: none)")
     parser.add_argument("--arms", nargs="+", choices=ARM_KINDS, default=list(ARM_KINDS),
                         help="kinds of arm to train: real (the budget patch), synthetic (each source alone), mixed "
                              "(patch + each source); default all. Arms do not depend on each other, so one comparison "
@@ -103,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
                 test_augment=args.test_augment,
                 tune_masks=args.tune_masks,
                 mask_threshold_grid=threshold_grid(args.cellprob_thresholds, args.flow_thresholds),
+                shrink_fractions=args.shrink_fractions,
                 arms=args.arms,
                 quick=args.quick,
                 threads=args.threads,

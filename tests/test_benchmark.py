@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tifffile
 from scipy import ndimage as ndi
+from skimage.segmentation import expand_labels
 
 from cellcascade.data import AnnotatedImage, load_sample
 from cellcascade.errors import CellcascadeError
@@ -364,8 +365,46 @@ def test_threshold_search_makes_one_pass_per_checkpoint_when_the_segmenter_can(t
     fake = OnePassSegmenter()
     tuned = run_benchmark([grid_item(shape=(96, 384))], tmp_path / "tuned", tune_masks=True, segmenter=fake, **kwargs)
     # validation: one pass per checkpoint with all 6 pairs; test: the chosen pair only
-    assert fake.passes == [len(MASK_THRESHOLD_GRID)] * 2 and len(fake.options) == 12 + 1
+    assert fake.passes == [len(MASK_THRESHOLD_GRID)] * 2 + [1] and len(fake.options) == 12 + 1
     assert tuned["arms"]["real"]["runs"][0]["chosen_mask_options"] == {"cellprob_threshold": 0.0, "flow_threshold": 0.8}
+
+
+class GrowingSegmenter(OnePassSegmenter):
+    """Draws every cell 2 px wider than the image shows it, as a segmenter with a boundary bias would."""
+
+    def predict(self, checkpoint, images, *, diameter, cellprob_threshold=0.0, flow_threshold=0.4):
+        self.options.append((cellprob_threshold, flow_threshold))
+        return [expand_labels(relabel(ndi.label(image > 0.5)[0]), 2) for image in images]
+
+
+def test_a_shrink_fraction_is_chosen_on_validation_without_more_network_passes(tmp_path):
+    kwargs = dict(budget=8, classic=False, seeds=(0,), steps=4, n_checkpoints=2, long_factor=1)
+    fake = GrowingSegmenter()
+    grid = [(0.0, 0.4), (0.0, 0.8)]
+    tuned = run_benchmark([grid_item(shape=(96, 384))], tmp_path / "tuned", tune_masks=True, mask_threshold_grid=grid,
+                          shrink_fractions=[0.3, 0.0, 0.15], segmenter=fake, **kwargs)
+    assert fake.passes == [len(grid)] * 2 + [1]  # shrinking reuses the masks of each pair
+    (run,) = tuned["arms"]["real"]["runs"]
+    assert run["chosen_mask_options"] == {"cellprob_threshold": 0.0, "flow_threshold": 0.4, "shrink": 0.3}
+    assert tuned["config"]["shrink_fractions"] == [0.0, 0.15, 0.3]
+    report = (tmp_path / "tuned" / "benchmark.md").read_text()
+    assert "(0.0, 0.4, -30%)" in report and "[0.0, 0.15, 0.3]" in report
+    unshrunk = run_benchmark([grid_item(shape=(96, 384))], tmp_path / "unshrunk", tune_masks=True,
+                             mask_threshold_grid=grid, segmenter=GrowingSegmenter(), **kwargs)
+    assert tuned["summary"]["real"]["seg_mean"] > unshrunk["summary"]["real"]["seg_mean"] + 0.1
+    assert unshrunk["config"]["shrink_fractions"] == [0.0]
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(tune_masks=True, shrink_fractions=[0.5]), r"\[0, 0.5\)"),
+    (dict(tune_masks=True, shrink_fractions=[-0.1]), r"\[0, 0.5\)"),
+    (dict(shrink_fractions=[0.1]), "only used with tune_masks"),
+])
+def test_bad_shrink_fractions_are_refused_before_any_work(tmp_path, options, message):
+    with pytest.raises(CellcascadeError, match=message):
+        run_benchmark([grid_item(shape=(96, 384))], tmp_path / "out", segmenter=GrowingSegmenter(), budget=8,
+                      classic=False, seeds=(0,), steps=4, n_checkpoints=2, **options)
+    assert not (tmp_path / "out").exists()
 
 
 def write_pairs(folder: Path, n: int) -> None:

@@ -51,6 +51,7 @@ import numpy as np
 
 from cellcascade.data import AnnotatedImage, read_dataset, require_ndim
 from cellcascade.errors import CellcascadeError
+from cellcascade.evaluation.boundaries import shrink_cells
 from cellcascade.evaluation.segmentation_metrics import detection_scores, matched_size_ratios, seg_per_object
 from cellcascade.evaluation.segmenters import (
     CellposeSegmenter,
@@ -135,6 +136,7 @@ def run_benchmark(
     test_augment: bool = False,
     tune_masks: bool = False,
     mask_threshold_grid: Sequence[tuple[float, float]] | None = None,
+    shrink_fractions: Sequence[float] | None = None,
     arms: Sequence[str] = ARM_KINDS,
     threads: int | None = None,
     segmenter: Segmenter | None = None,
@@ -187,6 +189,10 @@ def run_benchmark(
     mask_threshold_grid : sequence of (float, float), optional
         The (cellprob_threshold, flow_threshold) pairs that `tune_masks` tries, best first on ties (default
         :data:`MASK_THRESHOLD_GRID`); only with `tune_masks`.
+    shrink_fractions : sequence of float, optional
+        Shares of each predicted cell's area to remove (:func:`~cellcascade.evaluation.boundaries.shrink_cells`, a
+        sub-pixel boundary shift) that `tune_masks` tries with every threshold pair, each in [0, 0.5); default:
+        none (0). Only with `tune_masks`.
     arms : sequence of str
         The kinds of arm to train, among :data:`ARM_KINDS` ("real": the budget patch, with the long row;
         "synthetic": each source alone; "mixed": the patch + each source). Default: all; fewer split a long
@@ -247,6 +253,12 @@ def run_benchmark(
     grid = [(float(c), float(f)) for c, f in (MASK_THRESHOLD_GRID if mask_threshold_grid is None else mask_threshold_grid)]
     if not grid or len(set(grid)) != len(grid) or any(not f >= 0 for _, f in grid):
         raise CellcascadeError(f"mask_threshold_grid needs distinct (cellprob, flow >= 0) pairs, not {grid}")
+    if shrink_fractions is not None and not tune_masks:
+        raise CellcascadeError("shrink fractions (shrink_fractions, --shrink-fractions) are only used with tune_masks "
+                               "(--tune-masks)")
+    shrinks = sorted({float(f) for f in (shrink_fractions or [0.0])})
+    if any(not 0 <= f < 0.5 for f in shrinks):
+        raise CellcascadeError(f"shrink fractions must be in [0, 0.5), not {list(shrink_fractions)}")
     if segmenter is None:
         segmenter = CellposeSegmenter(diam_mean=diam_mean, tile=tile, batch_size=batch_size, ema=ema,
                                       test_augment=test_augment)
@@ -279,7 +291,7 @@ def run_benchmark(
         long_name=long_name if long_factor > 1 else None,
         real_fraction=real_fraction,
         n_synthetic=n_synthetic,
-        mask_options=[dict(cellprob_threshold=c, flow_threshold=f) for c, f in grid] if tune_masks else [{}],
+        mask_options=_mask_options(grid, shrinks) if tune_masks else [{}],
         arm_kinds=arms,
     )
     config = {
@@ -298,6 +310,7 @@ def run_benchmark(
         "quick": quick,
         "segmenter": {"name": segmenter.name, **getattr(segmenter, "config", {})},
         "mask_threshold_grid": [list(pair) for pair in grid] if tune_masks else None,
+        "shrink_fractions": shrinks if tune_masks else None,
         "arms": list(arms),
         "validation_score": "SEG" if not _all_dense(chosen.validation) else "mean of SEG and AP@0.5",
         "threads": threads,
@@ -620,15 +633,38 @@ def _pooled(references: list[np.ndarray], predictions: list[np.ndarray], names: 
     return _Scored(seg, float(ap), per_image)
 
 
+def _mask_options(grid: list[tuple[float, float]], shrinks: list[float]) -> list[dict]:
+    """Every threshold pair with every shrink fraction, in grid order, no shrink first; no "shrink" key for 0."""
+    return [
+        {"cellprob_threshold": c, "flow_threshold": f, **({"shrink": s} if s else {})}
+        for c, f in grid
+        for s in sorted(shrinks, key=lambda s: s != 0)
+    ]
+
+
 def _best_validation_scores(segmenter: Segmenter, checkpoint: Checkpoint, images: list[np.ndarray], budget: Budget,
                             options: list[dict]) -> dict:
-    """The validation scores of `checkpoint` with the best of the `options` of predict (the first of equal scores)."""
+    """The validation scores of `checkpoint` with the best of the `options` (the first of equal scores)."""
     best = None
-    for option, predictions in zip(options, _predict_each(segmenter, checkpoint, images, budget.diameter, options)):
+    for option, predictions in zip(options, _segment(segmenter, checkpoint, images, budget.diameter, options)):
         scores = _validation_scores(predictions, budget)
         if best is None or scores["score"] > best["score"]:
             best = {**scores, **({"mask_options": option} if option else {})}
     return best
+
+
+def _segment(segmenter: Segmenter, checkpoint: Checkpoint, images: list[np.ndarray], diameter: float,
+             options: list[dict]) -> list[list[np.ndarray]]:
+    """Predictions with each of the `options`: keyword arguments of predict, plus an optional "shrink" fraction.
+
+    Options that differ only in their shrink share one prediction, shrunk afterwards with
+    :func:`~cellcascade.evaluation.boundaries.shrink_cells`.
+    """
+    predict_options = [{k: v for k, v in option.items() if k != "shrink"} for option in options]
+    keys = [tuple(sorted(option.items())) for option in predict_options]
+    unique = list(dict.fromkeys(keys))
+    predicted = dict(zip(unique, _predict_each(segmenter, checkpoint, images, diameter, [dict(k) for k in unique])))
+    return [[shrink_cells(p, option.get("shrink", 0.0)) for p in predicted[key]] for option, key in zip(options, keys)]
 
 
 def _predict_each(segmenter: Segmenter, checkpoint: Checkpoint, images: list[np.ndarray], diameter: float,
@@ -652,7 +688,7 @@ def _validation_scores(predictions: list[np.ndarray], budget: Budget) -> dict:
 
 def _test_scores(segmenter: Segmenter, checkpoint: Checkpoint, images, test: list[AnnotatedImage], diameter: float,
                  options: dict | None = None) -> _Scored:
-    predictions = segmenter.predict(checkpoint, images, diameter=diameter, **(options or {}))
+    predictions = _segment(segmenter, checkpoint, images, diameter, [options or {}])[0]
     return _pooled([t.labels for t in test], predictions, [t.name for t in test])
 
 
@@ -712,11 +748,12 @@ def _fmt(mean, std) -> str:
 
 
 def _chosen(run: dict) -> str:
-    """A run's chosen step, with its mask thresholds when they were tuned: "300" or "300 (1.0, 0.8)"."""
+    """A run's chosen step, with its mask options when tuned: "300", "300 (1.0, 0.8)" or "300 (1.0, 0.8, -4%)"."""
     options = run.get("chosen_mask_options")
     if not options:
         return str(run["chosen_step"])
-    return f"{run['chosen_step']} ({options['cellprob_threshold']}, {options['flow_threshold']})"
+    shrink = f", -{options['shrink']:.0%}" if options.get("shrink") else ""
+    return f"{run['chosen_step']} ({options['cellprob_threshold']}, {options['flow_threshold']}{shrink})"
 
 
 def markdown_report(result: dict) -> str:
@@ -739,6 +776,9 @@ def markdown_report(result: dict) -> str:
     if config.get("mask_threshold_grid"):
         lines.append("- Mask thresholds (cellprob_threshold, flow_threshold) chosen with the steps on the validation "
                      f"cells from {[tuple(p) for p in config['mask_threshold_grid']]} (Cellpose's defaults: (0.0, 0.4)).")
+    if config.get("shrink_fractions") and config["shrink_fractions"] != [0.0]:
+        lines.append("- With each pair, a share of each predicted cell's area removed (outermost, most exposed pixels "
+                     f"first), chosen from {config['shrink_fractions']}; shown as -N% after the thresholds.")
     lines += [
         f"- Every arm: {config['steps']} optimizer steps (checkpoints {config['checkpoints']}); seeds {config['seeds']}; "
         f"real + synthetic arms draw the real patch with p = {config['real_fraction']}.",

@@ -634,12 +634,9 @@ def _pooled(references: list[np.ndarray], predictions: list[np.ndarray], names: 
 
 
 def _mask_options(grid: list[tuple[float, float]], shrinks: list[float]) -> list[dict]:
-    """Every threshold pair with every shrink fraction, in grid order, no shrink first; no "shrink" key for 0."""
-    return [
-        {"cellprob_threshold": c, "flow_threshold": f, **({"shrink": s} if s else {})}
-        for c, f in grid
-        for s in sorted(shrinks, key=lambda s: s != 0)
-    ]
+    """Every threshold pair with every shrink fraction (ascending: no shrink first); no "shrink" key for 0."""
+    return [{"cellprob_threshold": c, "flow_threshold": f, **({"shrink": s} if s else {})}
+            for c, f in grid for s in shrinks]
 
 
 def _best_validation_scores(segmenter: Segmenter, checkpoint: Checkpoint, images: list[np.ndarray], budget: Budget,

@@ -1,9 +1,10 @@
-"""Pool the seeds of several segmentation benchmark runs that differ only in their seeds.
+"""Pool several segmentation benchmark runs of one configuration that differ only in their seeds or arms.
 
-A 2-core machine runs one long benchmark per core; splitting the seeds of one configuration over two runs
-(``--seeds 0 1 2`` and ``--seeds 3 4``) and pooling them here gives the same table as one run with every seed.
-Refuses runs whose configuration (data, budget, steps, segmenter, synthetic sources ...) differs in anything but
-the seeds, or that share a seed.
+A 2-core machine runs one long benchmark per core; splitting one comparison over runs, by seed (``--seeds 0 1 2``
+and ``--seeds 3 4``) or by kind of arm (``--arms real`` and ``--arms mixed --synthetic DIR``), and pooling them
+here gives the same table as one run with every seed and arm, "SEG vs real" included. Refuses runs whose
+configuration (data, budget, steps, segmenter ...) differs in anything but the seeds and arms, an arm that two
+runs trained from different synthetic sources, and an arm that two runs trained with the same seed.
 
 Usage::
 
@@ -27,29 +28,45 @@ from cellcascade.evaluation.benchmark import _fmt, _summarize
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # configuration keys that may differ between pooled runs
-_PER_RUN = {"seeds", "command", "versions", "threads"}
+_PER_RUN = {"seeds", "command", "versions", "threads", "arms"}
+# keys that only the arms trained on synthetic data depend on: they must agree between the runs giving such an arm
+_SOURCE_KEYS = {"synthetic", "n_synthetic", "classic", "real_fraction"}
+
+
+def _uses_synthetic(arm: str) -> bool:
+    """False for the budget-only arms ("real" and its long row "real (4× steps)")."""
+    return not (arm == "real" or arm.startswith("real ("))
 
 
 def pool(results: list[dict]) -> dict:
-    """Arm name -> the per-seed runs (as in the benchmark JSON) of every result, in the order given."""
+    """Arm name -> the per-seed runs (as in the benchmark JSON) of every result that has it, in the order given."""
     configs = [{k: v for k, v in r["config"].items() if k not in _PER_RUN} for r in results]
-    for config in configs[1:]:
-        if config != configs[0]:
-            differing = sorted(k for k in set(config) | set(configs[0]) if config.get(k) != configs[0].get(k))
-            raise CellcascadeError(f"the runs differ in more than their seeds: {', '.join(differing)}")
-    seeds = [s for r in results for s in r["config"]["seeds"]]
-    if len(set(seeds)) != len(seeds):
-        raise CellcascadeError(f"the runs share seeds: {seeds}")
-    if any(set(r["arms"]) != set(results[0]["arms"]) for r in results):
-        raise CellcascadeError("the runs have different arms")
-    return {arm: [run for r in results for run in r["arms"][arm]["runs"]] for arm in results[0]["arms"]}
+    shared = [{k: v for k, v in c.items() if k not in _SOURCE_KEYS} for c in configs]
+    for config in shared[1:]:
+        if config != shared[0]:
+            differing = sorted(k for k in set(config) | set(shared[0]) if config.get(k) != shared[0].get(k))
+            raise CellcascadeError(f"the runs differ in more than their seeds and arms: {', '.join(differing)}")
+    pooled: dict[str, list[dict]] = {}
+    for arm in dict.fromkeys(name for r in results for name in r["arms"]):
+        giving = [i for i, r in enumerate(results) if arm in r["arms"]]
+        if _uses_synthetic(arm):
+            sources = [{k: configs[i].get(k) for k in _SOURCE_KEYS} for i in giving]
+            differing = sorted(k for k in _SOURCE_KEYS if any(s[k] != sources[0][k] for s in sources))
+            if differing:
+                raise CellcascadeError(f"arm {arm!r} comes from runs with different {', '.join(differing)}")
+        runs = [run for i in giving for run in results[i]["arms"][arm]["runs"]]
+        seeds = [run["seed"] for run in runs]
+        if len(set(seeds)) != len(seeds):
+            raise CellcascadeError(f"the runs share seeds for arm {arm!r}: {seeds}")
+        pooled[arm] = runs
+    return pooled
 
 
 def report(pooled: dict, paths: list[Path], command: str) -> str:
     summary = {arm: _summarize(runs) for arm, runs in pooled.items()}  # the benchmark's own mean ± std (ddof = 1)
     reference = summary.get("real")
     lines = ["# Segmentation benchmark, seeds pooled over runs", "", f"Command: `{command}`", "",
-             "Runs: " + ", ".join(f"[{p.stem}]({p.stem}.md)" for p in paths) + " (identical configuration but the seeds).",
+             "Runs: " + ", ".join(f"[{p.stem}]({p.stem}.md)" for p in paths) + " (identical configuration but the seeds and arms).",
              "", "| arm | seeds | chosen steps | SEG (mean ± std) | SEG per seed | AP@0.5 (mean ± std) | SEG vs real |",
              "|---|---|---|---|---|---|---|"]
     for arm, s in summary.items():

@@ -17,10 +17,11 @@ def load_script(name):
     return module
 
 
-def fake_run(seeds, seg_by_arm, steps=600):
+def fake_run(seeds, seg_by_arm, steps=600, synthetic=("x",)):
     """A benchmark JSON reduced to what pooling reads: config and each arm's per-seed runs."""
     return {
-        "config": {"data": "sample", "steps": steps, "seeds": seeds, "command": f"run {seeds}", "threads": 1},
+        "config": {"data": "sample", "steps": steps, "seeds": seeds, "command": f"run {seeds}", "threads": 1,
+                   "synthetic": list(synthetic), "arms": ["real" if arm == "real" else "mixed" for arm in seg_by_arm]},
         "arms": {arm: {"runs": [{"seed": s, "test_seg": v, "test_ap50": v + 0.1, "chosen_step": steps}
                                 for s, v in zip(seeds, values)]}
                  for arm, values in seg_by_arm.items()},
@@ -41,17 +42,33 @@ def test_pooling_gives_the_table_of_one_run_with_every_seed(tmp_path):
     assert "0.900 ± 0.071" in table
 
 
+def test_pooling_runs_split_by_arm_gives_the_gain_over_real(tmp_path):
+    """`--arms real` in one run, `--arms mixed` (same seeds, a synthetic source the real arm ignores) in others."""
+    pool_runs = load_script("pool_segmentation_runs")
+    paths = [tmp_path / f"segmentation_{n}.json" for n in ("real", "mixed0", "mixed12")]
+    paths[0].write_text(json.dumps(fake_run([0, 1, 2], {"real": [0.7, 0.8, 0.9]}, synthetic=())))
+    paths[1].write_text(json.dumps(fake_run([0], {"real + x": [0.9]})))
+    paths[2].write_text(json.dumps(fake_run([1, 2], {"real + x": [0.8, 1.0]})))
+    assert pool_runs.main([str(p) for p in paths] + ["--tag", "pooled", "--out", str(tmp_path)]) == 0
+    table = (tmp_path / "segmentation_pooled.md").read_text()
+    assert "| real | 0, 1, 2 | 600, 600, 600 | 0.800 ± 0.100 | 0.700, 0.800, 0.900 |" in table
+    # real + x: seeds 0, 1, 2 scored 0.9, 0.8, 1.0: mean 0.9, +12.5% over real's 0.8
+    assert "| real + x | 0, 1, 2 | 600, 600, 600 | 0.900 ± 0.100 | 0.900, 0.800, 1.000 |" in table
+    assert table.count("+12.5%") == 1
+
+
 @pytest.mark.parametrize(
     "second, message",
     [
-        (fake_run([3], {"real": [0.7]}, steps=300), "differ in more than their seeds: steps"),
-        (fake_run([2, 3], {"real": [0.7, 0.8]}), "share seeds"),
+        (fake_run([3], {"real": [0.7]}, steps=300), "differ in more than their seeds and arms: steps"),
+        (fake_run([2, 3], {"real": [0.7, 0.8]}), "share seeds for arm 'real'"),
+        (fake_run([3], {"real + x": [0.9]}, synthetic=("other",)), "arm 'real + x' comes from runs with different synthetic"),
     ],
 )
 def test_pooling_refuses_runs_that_do_not_pool(tmp_path, capsys, second, message):
     pool_runs = load_script("pool_segmentation_runs")
     paths = [tmp_path / "segmentation_a.json", tmp_path / "segmentation_b.json"]
-    paths[0].write_text(json.dumps(fake_run([0, 1, 2], {"real": [0.7, 0.8, 0.9]})))
+    paths[0].write_text(json.dumps(fake_run([0, 1, 2], {"real": [0.7, 0.8, 0.9], "real + x": [0.8, 0.8, 0.8]})))
     paths[1].write_text(json.dumps(second))
     with pytest.raises(SystemExit) as exit_info:
         pool_runs.main([str(p) for p in paths] + ["--tag", "pooled", "--out", str(tmp_path / "out")])

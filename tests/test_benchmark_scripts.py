@@ -55,6 +55,18 @@ def test_pooling_runs_split_by_arm_gives_the_gain_over_real(tmp_path):
     # real + x: seeds 0, 1, 2 scored 0.9, 0.8, 1.0: mean 0.9, +12.5% over real's 0.8
     assert "| real + x | 0, 1, 2 | 600, 600, 600 | 0.900 ± 0.100 | 0.900, 0.800, 1.000 |" in table
     assert table.count("+12.5%") == 1
+    assert "Seeds differ" not in table
+
+
+def test_pooling_says_when_an_arm_has_other_seeds_than_real(tmp_path):
+    pool_runs = load_script("pool_segmentation_runs")
+    paths = [tmp_path / f"segmentation_{n}.json" for n in ("real", "mixed")]
+    paths[0].write_text(json.dumps(fake_run([0, 1, 2, 3], {"real": [0.7, 0.8, 0.9, 0.8]}, synthetic=())))
+    paths[1].write_text(json.dumps(fake_run([0, 1], {"real + x": [0.9, 0.9]})))
+    assert pool_runs.main([str(p) for p in paths] + ["--tag", "pooled", "--out", str(tmp_path)]) == 0
+    table = (tmp_path / "segmentation_pooled.md").read_text()
+    assert "| +12.5% |" in table  # 0.9 over real's 0.8 (all four real seeds)
+    assert "Seeds differ from real's (0, 1, 2, 3) for real + x" in table
 
 
 @pytest.mark.parametrize(

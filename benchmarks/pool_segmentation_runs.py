@@ -76,7 +76,7 @@ def report(pooled: dict, paths: list[Path], command: str) -> str:
                      f"{_fmt(s['seg_mean'], s['seg_std'])} | {per_seed} | {_fmt(s['ap50_mean'], s['ap50_std'])} | {gain} |")
     notes = ["", "Std over seeds, ddof = 1. \"SEG vs real\": relative difference of the means."]
     if reference is not None:
-        other = [arm for arm, s in summary.items() if s["seeds"] != reference["seeds"]]
+        other = [arm for arm, stats in summary.items() if sorted(stats["seeds"]) != sorted(reference["seeds"])]
         if other:  # a gain over real's mean on other seeds mixes seed noise into it: say so under the table
             notes.append(f"Seeds differ from real's ({', '.join(map(str, reference['seeds']))}) for "
                          f"{', '.join(other)}: their \"SEG vs real\" compares means over different seeds.")

@@ -77,6 +77,37 @@ def test_same_seed_same_files_and_sample_independent_of_n(tiny_cascade, tmp_path
     assert not np.array_equal(tifffile.imread(a / "img_0000.tif"), tifffile.imread(a / "img_0001.tif"))
 
 
+def test_border_margin_cuts_a_larger_scene_to_the_image(tiny_cascade):
+    """The field of view is the window of the scene made with the margin: same labels (cut), same pixels."""
+    from cellcascade.population.field_of_view import crop_field_of_view
+
+    cascade = Cascade.load(tiny_cascade)
+    options = dict(seed=3, density=40.0, shapes_per_image=2, mask_steps=2, texture_steps=2)
+    window = cascade.generate(0, (40, 48), border_margin=6, **options)
+    scene = cascade.generate(0, (52, 60), **options)
+    assert window.image.shape == window.labels.shape == (40, 48)
+    np.testing.assert_array_equal(window.image, scene.image[6:46, 6:54])
+    labels, table = crop_field_of_view(scene.labels, scene.cells, 6)
+    np.testing.assert_array_equal(window.labels, labels)
+    assert window.cells == table and window.labels.max() == len(window.cells)
+    border = np.concatenate([window.labels[0], window.labels[-1], window.labels[:, 0], window.labels[:, -1]])
+    cut_ids = {c["id"] for c in window.cells if c["cut"]}
+    assert cut_ids and cut_ids <= set(border[border > 0].tolist())  # cut cells touch the border
+    again = cascade.generate(0, (40, 48), border_margin=6, **options)
+    np.testing.assert_array_equal(again.image, window.image)
+    with pytest.raises(CellcascadeError, match="border margin"):
+        cascade.generate(0, (40, 48), border_margin=-1, **options)
+
+
+def test_generate_refuses_a_bad_border_margin_before_writing(tiny_cascade, tmp_path, capsys):
+    for extra, message in ((["--border-margin", "-2"], "at least 0"), (["--dim", "3", "--size", "8", "40", "48"], "--dim 2")):
+        args = [a for a in GENERATE if a not in ("--size", "40", "48")] if "--dim" in extra else GENERATE
+        assert main(["generate", str(tiny_cascade), *args, "--border-margin", "4", *extra, "--out", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
 def test_resumed_fit_equals_uninterrupted(tmp_path):
     masks, texture = tiny_configs()
     items = load_sample()

@@ -42,14 +42,17 @@ BUDGET_CASCADE = Path(__file__).resolve().parents[1] / "benchmarks" / "cascades"
 
 
 # fewer cells for the budget cascade, whose denser, larger nuclei the shifted control would otherwise still hit
-@pytest.mark.parametrize("which, cells", [("shipped", (10, 12)), ("benchmark budget", (6, 8))])
-def test_every_label_of_the_shipped_and_the_benchmark_cascade_is_a_visible_cell(which, cells):
+# with a border margin, the cut cells along the image border must be visible too
+@pytest.mark.parametrize("which, cells, margin", [("shipped", (10, 12), 0), ("benchmark budget", (6, 8), 0),
+                                                  ("benchmark budget", (6, 8), 16)])
+def test_every_label_of_the_shipped_and_the_benchmark_cascade_is_a_visible_cell(which, cells, margin):
     from cellcascade.pipelines.cascade import Cascade
     from cellcascade.weights import default_cascade
 
     cascade = Cascade.load(default_cascade() if which == "shipped" else BUDGET_CASCADE)
     for index in range(2):
-        sample = cascade.generate(index, (128, 128), seed=0, cells=cells, texture_steps=20)
+        sample = cascade.generate(index, (128, 128), seed=0, cells=cells, texture_steps=20, border_margin=margin)
+        assert any(c["cut"] for c in sample.cells) == bool(margin)
         contrast = label_contrast(sample.image, sample.labels)
         assert len(contrast) >= cells[0] - 2
         assert min(contrast.values()) > MARGIN, sorted(contrast.values())[:3]

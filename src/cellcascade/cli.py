@@ -195,6 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tiff: NAME.tif + NAME_masks.tif pairs; ctc: Cell Tracking Challenge layout (01/t000.tif, "
                    "01_GT/SEG/man_seg000.tif); ome-zarr: one .ome.zarr per image with labels/cells (default tiff)")
     _add_population_options(p)
+    p.add_argument("--border-margin", type=int, default=0, metavar="PX",
+                   help="--dim 2: build each scene PX pixels larger on every side and cut it back to --size, so that "
+                   "cells cross the image border as in a microscope's field of view (cut cells keep their visible "
+                   "part, pieces under 15 px are dropped; --density keeps its meaning, a --cells count is scaled to "
+                   "the larger scene); about a cell radius or diameter is typical (default 0: every cell wholly "
+                   "inside the image)")
     p.add_argument("--texture-steps", type=_positive_int, default=20, help="texture sampler steps (default 20)")
     _add_output(p)
     _add_common(p)
@@ -465,6 +471,10 @@ def _run_generate(args: argparse.Namespace) -> None:
 
     _check_population_options(args)
     shape = _generate_shape(args)
+    if args.border_margin < 0:
+        raise CellcascadeError(f"--border-margin must be at least 0 pixels, not {args.border_margin}")
+    if args.border_margin and args.dim == 3:
+        raise CellcascadeError("--border-margin works with --dim 2 only")
     for name in ("z_step", "pixel_size", "axial_psf"):
         value = getattr(args, name)
         if value is not None and not (math.isfinite(value) and value > 0):
@@ -487,7 +497,8 @@ def _run_generate(args: argparse.Namespace) -> None:
                        scale_range=tuple(args.scale), overlap_tolerance=args.overlap, mask_steps=args.steps,
                        texture_steps=args.texture_steps)
         if args.dim == 2:
-            return cascade.generate(i, shape, shapes_per_image=args.shapes_per_image, **options)
+            return cascade.generate(i, shape, shapes_per_image=args.shapes_per_image,
+                                    border_margin=args.border_margin, **options)
         return generate_volume(cascade, i, shape, z_step=args.z_step, shapes_per_volume=args.shapes_per_image,
                                multiview_steps=args.multiview_steps, fit_steps=args.fit_steps,
                                axial_psf=DEFAULT_AXIAL_PSF if args.axial_psf is None else args.axial_psf,

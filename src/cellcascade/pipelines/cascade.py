@@ -31,6 +31,7 @@ from cellcascade.pipelines.labels import generate_label_images
 from cellcascade.pipelines.mask import MaskDiffusionPipeline, load_mask_pipeline
 from cellcascade.pipelines.multiview import MultiviewPipeline, load_multiview_pipeline
 from cellcascade.pipelines.texture import TexturePipeline, load_texture_pipeline
+from cellcascade.population.field_of_view import crop_field_of_view
 from cellcascade.training.loop import TrainConfig
 from cellcascade.training.mask import train_mask_model
 from cellcascade.training.multiview import MultiviewDataConfig, train_multiview_model
@@ -48,7 +49,8 @@ class GeneratedSample:
     ----------
     image : ndarray (Y, X), the real data's dtype
     labels : ndarray uint16 (Y, X), 0 = background, ids 1..n
-    cells : list of dict, the per-cell table (id, centroid, source, rotation, flipped, scale, clustered)
+    cells : list of dict, the per-cell table (id, centroid, source, rotation, flipped, scale, clustered, cut,
+        visible_fraction)
     seed : int, the sample's own seed
     """
 
@@ -155,14 +157,27 @@ class Cascade:
         shapes_per_image: int = 16,
         mask_steps: int = 20,
         texture_steps: int = 20,
+        border_margin: int = 0,
     ) -> GeneratedSample:
         """Sample `index` of a run with `seed`: labels from stages 1+4, intensities from stages 5+6.
 
         Sample `index` depends only on (`seed`, `index`) and the options, never on how many samples a run makes or
         which worker makes it.
+
+        With `border_margin` > 0 the scene is made that many pixels larger on every side (`density` keeps its
+        meaning; a `cells` count is scaled by the area ratio, so the image shows about that many whole or cut
+        cells), textured and finished whole, then cut to `size`: cells cross the image border as in a
+        microscope's field of view (:func:`cellcascade.population.field_of_view.crop_field_of_view`; the per-cell
+        table then says which cells are ``cut``).
         """
+        margin = int(border_margin)
+        if margin < 0:
+            raise CellcascadeError(f"border margin must be at least 0 pixels, not {border_margin}")
+        scene = (size[0] + 2 * margin, size[1] + 2 * margin)
+        if margin and density is None:
+            cells = _scaled_count(cells, scene[0] * scene[1] / (size[0] * size[1]))
         labels = generate_label_images(
-            self.masks, 1, size, cells=cells, density=density, clustering=clustering, scale_range=scale_range,
+            self.masks, 1, scene, cells=cells, density=density, clustering=clustering, scale_range=scale_range,
             overlap_tolerance=overlap_tolerance, shapes_per_image=shapes_per_image,
             num_inference_steps=mask_steps, seed=seed, first_index=index, progress=False,
         )
@@ -170,7 +185,15 @@ class Cascade:
         generator = torch.Generator().manual_seed(sample_seed + 1)
         texture = self.texture(labels.labels[0], texture_steps, generator=generator).image
         image = finish_image(texture, self.imaging, np.random.default_rng(sample_seed + 2))
-        return GeneratedSample(image=image, labels=labels.labels[0], cells=labels.cells[0], seed=sample_seed)
+        label_image, table = crop_field_of_view(labels.labels[0], labels.cells[0], margin)  # adds "cut" to the table
+        image = image[margin : margin + size[0], margin : margin + size[1]]
+        return GeneratedSample(image=image, labels=label_image, cells=table, seed=sample_seed)
+
+
+def _scaled_count(cells: int | tuple[int, int], ratio: float) -> tuple[int, int]:
+    """A cell count (n or (min, max)) times `ratio`, rounded."""
+    low, high = (cells, cells) if isinstance(cells, (int, np.integer)) else cells
+    return int(round(low * ratio)), int(round(high * ratio))
 
 
 @dataclass

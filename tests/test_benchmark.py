@@ -486,6 +486,8 @@ def check_outputs(out: Path, result: dict) -> None:
             assert all(0.0 <= p["score"] <= 1.0 for p in run["learning_curve"])
             assert all(0.0 <= im["seg"] <= 1.0 for im in run["test_per_image"])
             assert all(im["tp"] == 0 or im["matched_size_ratio"] > 0 for im in run["test_per_image"])
+            assert all(sum(k["n"] for k in im["cells_by_kind"].values()) == im["reference_cells"]
+                       for im in run["test_per_image"])
     table = (out / "benchmark.md").read_text()
     assert "| real |" in table and "SEG" in table
     assert (out / "benchmark.png").read_bytes()[:4] == b"\x89PNG"
@@ -519,3 +521,24 @@ def test_budget_export_is_exactly_the_benchmark_budget(tmp_path, capsys):
     assert json.loads((out / "budget.json").read_text())["budget"] == 15
     assert main(["budget", "sample", "--out", str(out), "--budget", "10", "--overwrite", "--quiet"]) == 0
     assert json.loads((out / "budget.json").read_text())["n_whole_cells"] == 10
+
+
+def test_per_image_scores_say_which_kind_of_cell_lost_seg():
+    """A cut cell found exactly, a small one missed, two whole ones found (one at 60% of its area)."""
+    from cellcascade.evaluation.benchmark import _pooled
+
+    reference = np.zeros((40, 40), np.int32)
+    reference[0:6, 10:18] = 1  # touches the top edge: cut
+    reference[20:22, 20:22] = 2  # 4 px, below a third of the whole cells' median: small
+    reference[10:20, 25:35] = 3
+    reference[25:35, 5:15] = 4
+    prediction = reference.copy()
+    prediction[prediction == 2] = 0
+    prediction[25:35, 11:15] = 0  # cell 4 keeps 60% of its pixels: Jaccard 0.6
+    scored = _pooled([reference], [prediction], ["image"])
+    kinds = scored.per_image[0]["cells_by_kind"]
+    assert kinds["cut"] == {"n": 1, "mean_jaccard": 1.0, "missed": 0}
+    assert kinds["small"] == {"n": 1, "mean_jaccard": 0.0, "missed": 1}
+    assert kinds["whole"]["n"] == 2 and kinds["whole"]["missed"] == 0
+    assert kinds["whole"]["mean_jaccard"] == pytest.approx(0.8)
+    assert scored.seg == pytest.approx((1 + 0 + 1 + 0.6) / 4)

@@ -52,7 +52,7 @@ import numpy as np
 from cellcascade.data import AnnotatedImage, read_dataset, require_ndim
 from cellcascade.errors import CellcascadeError
 from cellcascade.evaluation.boundaries import shrink_cells
-from cellcascade.evaluation.segmentation_metrics import detection_scores, matched_size_ratios, seg_per_object
+from cellcascade.evaluation.segmentation_metrics import detection_scores, matched_size_ratios, seg_per_cell_kind
 from cellcascade.evaluation.segmenters import (
     CellposeSegmenter,
     Checkpoint,
@@ -609,7 +609,8 @@ def _pooled(references: list[np.ndarray], predictions: list[np.ndarray], names: 
     per_image, jaccards, tp, fp, fn = [], [], 0, 0, 0
     for name, reference, prediction in zip(names, references, predictions):
         reference = relabel(reference)
-        values = list(seg_per_object(reference, prediction).values())
+        cells = seg_per_cell_kind(reference, prediction)
+        values = [c["jaccard"] for c in cells]
         ratios = list(matched_size_ratios(reference, prediction).values())
         counts = detection_scores(reference, prediction, 0.5)
         jaccards += values
@@ -626,11 +627,24 @@ def _pooled(references: list[np.ndarray], predictions: list[np.ndarray], names: 
                 "predicted_cells": int(prediction.max()),
                 # median predicted / annotated size of the matched cells: > 1 when boundaries are drawn too wide
                 "matched_size_ratio": float(np.median(ratios)) if ratios else float("nan"),
+                # where SEG is lost: per kind of reference cell (touching the image edge, small, other)
+                "cells_by_kind": _by_kind(cells),
             }
         )
     seg = float(np.mean(jaccards)) if jaccards else float("nan")
     ap = tp / (tp + fp + fn) if tp + fp + fn else float("nan")
     return _Scored(seg, float(ap), per_image)
+
+
+def _by_kind(cells: list[dict]) -> dict:
+    """Per kind of :func:`seg_per_cell_kind` ("cut", "small", "whole"): cells, their mean Jaccard, and how many
+    have Jaccard 0 (missed: no predicted cell covers more than half of them)."""
+    out = {}
+    for kind in ("cut", "small", "whole"):
+        values = [c["jaccard"] for c in cells if c["kind"] == kind]
+        out[kind] = {"n": len(values), "mean_jaccard": float(np.mean(values)) if values else float("nan"),
+                     "missed": sum(v == 0 for v in values)}
+    return out
 
 
 def _mask_options(grid: list[tuple[float, float]], shrinks: list[float]) -> list[dict]:

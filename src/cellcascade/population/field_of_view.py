@@ -60,7 +60,7 @@ def crop_field_of_view(labels: np.ndarray, cells: list[dict], margin: int,
         raise CellcascadeError(f"min_fragment must be at least 1 pixel, not {min_fragment}")
     rows = {int(c["id"]): c for c in cells}
     whole = np.bincount(labels.ravel().astype(np.int64))
-    window = labels[margin : labels.shape[0] - margin, margin : labels.shape[1] - margin] if margin else labels
+    window = labels[margin : labels.shape[0] - margin, margin : labels.shape[1] - margin]
     visible = np.bincount(window.ravel().astype(np.int64), minlength=len(whole))
     kept = [i for i in range(1, len(whole)) if visible[i] >= (min_fragment if visible[i] < whole[i] else 1)]
     lookup = np.zeros(len(whole), np.uint16)

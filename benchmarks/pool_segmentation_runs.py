@@ -31,6 +31,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 _PER_RUN = {"seeds", "command", "versions", "threads", "arms"}
 # keys that only the arms trained on synthetic data depend on: they must agree between the runs giving such an arm
 _SOURCE_KEYS = {"synthetic", "n_synthetic", "classic", "real_fraction"}
+# segmenter settings added after runs were recorded, with the value every earlier run trained with
+_SEGMENTER_DEFAULTS = {"decay_steps": 0}
 
 
 def _uses_synthetic(arm: str) -> bool:
@@ -41,6 +43,9 @@ def _uses_synthetic(arm: str) -> bool:
 def pool(results: list[dict]) -> dict:
     """Arm name -> the per-seed runs (as in the benchmark JSON) of every result that has it, in the order given."""
     configs = [{k: v for k, v in r["config"].items() if k not in _PER_RUN} for r in results]
+    for config in configs:
+        if isinstance(config.get("segmenter"), dict):
+            config["segmenter"] = {**_SEGMENTER_DEFAULTS, **config["segmenter"]}
     shared = [{k: v for k, v in c.items() if k not in _SOURCE_KEYS} for c in configs]
     for config in shared[1:]:
         if config != shared[0]:

@@ -56,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
                              "Cellpose's nuclei model; the sample's cells measure about 24 px)")
     parser.add_argument("--ema", type=float, default=0.0,
                         help="decay of the segmenter's weight moving average, in [0, 1); 0 = raw weights (default)")
+    parser.add_argument("--decay-steps", type=int, default=0,
+                        help="Cellpose's final learning-rate decay: ten halvings spread over the last N steps of every "
+                             "arm (default 0: a constant rate, so a run's checkpoints equal shorter runs); needs "
+                             "--long-factor 1")
     parser.add_argument("--test-augment", action="store_true",
                         help="Cellpose's test-time augmentation (flipped overlapping tiles, averaged) on validation and test")
     parser.add_argument("--tune-masks", action="store_true",
@@ -104,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
                 tile=args.tile,
                 diam_mean=args.diam_mean,
                 ema=args.ema,
+                decay_steps=args.decay_steps,
                 test_augment=args.test_augment,
                 tune_masks=args.tune_masks,
                 mask_threshold_grid=threshold_grid(args.cellprob_thresholds, args.flow_thresholds),

@@ -224,6 +224,33 @@ def test_weight_averaged_checkpoints_do_not_depend_on_the_steps_that_follow(tmp_
     assert short[-1].path.read_bytes() != raw[-1].path.read_bytes()  # the average, not the last weights
 
 
+def test_final_decay_follows_cellposes_schedule_counted_in_steps():
+    segmenter = CellposeSegmenter(learning_rate=0.004, warmup=4, decay_steps=10)
+    rates = [segmenter.learning_rate_at(step, 30) for step in range(1, 31)]
+    # warm-up 1/4 .. 4/4, constant to step 20, then one halving per step (10 halvings over 10 steps)
+    assert rates[:4] == pytest.approx([0.001, 0.002, 0.003, 0.004])
+    assert rates[3:20] == [0.004] * 17
+    assert rates[20:] == pytest.approx([0.004 / 2**k for k in range(1, 11)])
+    constant = CellposeSegmenter(learning_rate=0.004, warmup=4)
+    assert [constant.learning_rate_at(step, 30) for step in range(1, 31)] == rates[:20] + [0.004] * 10
+    # a decay of 20 steps halves every second step
+    slower = CellposeSegmenter(learning_rate=1.0, warmup=1, decay_steps=20)
+    assert [slower.learning_rate_at(step, 30) for step in (10, 11, 12, 13, 30)] == [1.0, 0.5, 0.5, 0.25, 2.0**-10]
+
+
+@pytest.mark.slow
+def test_final_decay_changes_only_the_checkpoints_inside_it(tmp_path):
+    image, labels = normalized_grid()
+    decayed = CellposeSegmenter(tile=32, batch_size=2, decay_steps=2)
+    constant = CellposeSegmenter(tile=32, batch_size=2)
+    first = decayed.train([image], [labels], steps=4, seed=0, work_dir=tmp_path / "decayed", checkpoints=[2])
+    second = constant.train([image], [labels], steps=4, seed=0, work_dir=tmp_path / "constant", checkpoints=[2])
+    assert first[0].path.read_bytes() == second[0].path.read_bytes()  # step 2: before the decay
+    assert first[-1].path.read_bytes() != second[-1].path.read_bytes()  # step 4: inside it
+    with pytest.raises(CellcascadeError, match="longer than the run"):
+        decayed.train([image], [labels], steps=1, seed=0, work_dir=tmp_path / "short", checkpoints=[])
+
+
 def test_weight_average_is_a_running_mean_then_an_exponential_average():
     import torch
 
@@ -248,6 +275,8 @@ def test_cellpose_segmenter_rejects_bad_settings(tmp_path):
         CellposeSegmenter(tile=40)
     with pytest.raises(CellcascadeError, match="ema"):
         CellposeSegmenter(ema=1.0)
+    with pytest.raises(CellcascadeError, match="decay_steps"):
+        CellposeSegmenter(decay_steps=-1)
     segmenter = CellposeSegmenter(tile=32, batch_size=1)
     item = grid_item(shape=(32, 32))
     with pytest.raises(CellcascadeError, match="checkpoints"):
@@ -471,6 +500,10 @@ def test_bad_input_writes_nothing(tmp_path):
         run_benchmark("sample", out, synthetic=[tmp_path / "missing"], segmenter=ThresholdSegmenter())
     with pytest.raises(CellcascadeError, match="real_fraction"):
         run_benchmark("sample", out, real_fraction=1.0, segmenter=ThresholdSegmenter())
+    with pytest.raises(CellcascadeError, match="needs long_factor 1"):
+        run_benchmark("sample", out, decay_steps=10, steps=100, long_factor=4, segmenter=ThresholdSegmenter())
+    with pytest.raises(CellcascadeError, match="decay_steps must be in"):
+        run_benchmark("sample", out, decay_steps=200, steps=100, long_factor=1, segmenter=ThresholdSegmenter())
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 

@@ -69,6 +69,19 @@ def test_pooling_says_when_an_arm_has_other_seeds_than_real(tmp_path):
     assert "Seeds differ from real's (0, 1, 2, 3) for real + x" in table
 
 
+def test_runs_recorded_before_a_segmenter_setting_existed_pool_with_its_default(tmp_path):
+    """`decay_steps` joined the segmenter's settings later; older runs trained without a decay, i.e. with 0."""
+    pool_runs = load_script("pool_segmentation_runs")
+    older = fake_run([0], {"real": [0.8]}, synthetic=())
+    older["config"]["segmenter"] = {"tile": 96, "ema": 0.98}
+    newer, decayed = fake_run([1], {"real": [0.9]}, synthetic=()), fake_run([1], {"real": [0.9]}, synthetic=())
+    newer["config"]["segmenter"] = {"tile": 96, "ema": 0.98, "decay_steps": 0}
+    decayed["config"]["segmenter"] = {"tile": 96, "ema": 0.98, "decay_steps": 120}
+    assert [r["seed"] for r in pool_runs.pool([older, newer])["real"]] == [0, 1]
+    with pytest.raises(pool_runs.CellcascadeError, match="differ in more than their seeds and arms: segmenter"):
+        pool_runs.pool([older, decayed])
+
+
 @pytest.mark.parametrize(
     "second, message",
     [

@@ -133,6 +133,7 @@ def run_benchmark(
     batch_size: int | None = None,
     diam_mean: float = 17.0,
     ema: float = 0.0,
+    decay_steps: int = 0,
     test_augment: bool = False,
     tune_masks: bool = False,
     mask_threshold_grid: Sequence[tuple[float, float]] | None = None,
@@ -180,6 +181,10 @@ def run_benchmark(
         Cell diameter in network pixels (images are resized to it).
     ema : float
         Decay of the segmenter's weight average in [0, 1) (0 = raw weights; see ``CellposeSegmenter``).
+    decay_steps : int
+        Cellpose's final learning-rate decay over the last this many steps of every arm (0 = none; see
+        ``CellposeSegmenter``). Needs `long_factor` 1: the long real-only row reads the short one's checkpoints
+        from its own run, which would then not have decayed.
     test_augment : bool
         Cellpose's test-time augmentation (flipped overlapping tiles, averaged) for validation and test.
     tune_masks : bool
@@ -236,6 +241,11 @@ def run_benchmark(
         raise CellcascadeError(f"n_checkpoints must be in 1..steps ({steps}), not {n_checkpoints}")
     if long_factor < 1:
         raise CellcascadeError(f"long_factor must be at least 1, not {long_factor}")
+    if decay_steps and long_factor > 1:
+        raise CellcascadeError("a final learning-rate decay (decay_steps, --decay-steps) needs long_factor 1 "
+                               "(--long-factor 1): the long real-only row's run holds the short row's checkpoints")
+    if not 0 <= decay_steps <= steps:
+        raise CellcascadeError(f"decay_steps must be in 0..steps ({steps}), not {decay_steps}")
     if not 0 < real_fraction < 1:
         raise CellcascadeError(f"real_fraction must be strictly between 0 and 1, not {real_fraction}")
     if n_synthetic < 1:
@@ -261,7 +271,7 @@ def run_benchmark(
         raise CellcascadeError(f"shrink fractions must be in [0, 0.5), not {list(shrink_fractions)}")
     if segmenter is None:
         segmenter = CellposeSegmenter(diam_mean=diam_mean, tile=tile, batch_size=batch_size, ema=ema,
-                                      test_augment=test_augment)
+                                      decay_steps=decay_steps, test_augment=test_augment)
     if threads is not None and threads < 1:
         raise CellcascadeError(f"threads must be at least 1, not {threads}")
 

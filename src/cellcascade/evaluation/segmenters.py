@@ -110,9 +110,11 @@ class CellposeSegmenter:
     warm-up, augmentation by ``transforms.random_rotate_and_resize`` with Cellpose's per-image rescaling) with
     three changes that a fair benchmark needs: one batch per step whatever the number of images (images drawn
     at random with the given probabilities); the augmentation and the draw of images follow `seed` (Cellpose
-    reseeds NumPy with the epoch number, so all seeds would see the same batches); and no learning-rate decay at
-    the end, so the checkpoint after ``s`` steps of a long run is the same model as a run of ``s`` steps, and a
-    real-only run of 4×S steps contains the real-only run of S steps.
+    reseeds NumPy with the epoch number, so all seeds would see the same batches); and by default no learning-rate
+    decay at the end, so the checkpoint after ``s`` steps of a long run is the same model as a run of ``s`` steps,
+    and a real-only run of 4×S steps contains the real-only run of S steps. `decay_steps` > 0 restores Cellpose's
+    final decay (ten halvings spread over the last `decay_steps` steps, :meth:`learning_rate_at`); checkpoints
+    before the decay are still those of a shorter constant-rate run, the ones inside it are not.
 
     Optional weight averaging (`ema` > 0): checkpoints then hold an exponential moving average of the weights
     (``torch.optim.swa_utils.AveragedModel``; a running mean over the first ``1 / (1 - ema)`` steps, then an EMA
@@ -135,6 +137,8 @@ class CellposeSegmenter:
         AdamW settings (Cellpose's defaults).
     warmup : int
         Steps of linear learning-rate warm-up.
+    decay_steps : int
+        Length of the final learning-rate decay, in steps (0: none, the default).
     ema : float
         Decay of the moving average of the weights that checkpoints save, in [0, 1); 0 = the raw weights.
     test_augment : bool
@@ -155,6 +159,7 @@ class CellposeSegmenter:
     learning_rate: float = 0.005
     weight_decay: float = 1e-5
     warmup: int = 10
+    decay_steps: int = 0
     ema: float = 0.0
     test_augment: bool = False
     device: str = "cpu"
@@ -169,6 +174,25 @@ class CellposeSegmenter:
             raise CellcascadeError(f"diam_mean must be positive, not {self.diam_mean}")
         if not 0 <= self.ema < 1:
             raise CellcascadeError(f"the weight-average decay ema must be in [0, 1), not {self.ema}")
+        if self.decay_steps < 0:
+            raise CellcascadeError(f"decay_steps must be at least 0, not {self.decay_steps}")
+
+    def learning_rate_at(self, step: int, steps: int) -> float:
+        """The learning rate of optimizer step `step` (1-based) of a run of `steps` steps.
+
+        Cellpose's schedule (``cellpose.train.train_seg``) counted in steps instead of epochs: a linear warm-up over
+        `warmup` steps, the constant `learning_rate`, and with `decay_steps` > 0 ten halvings spread evenly over the
+        last `decay_steps` steps (the rate ends at 1/1024 of its value, as Cellpose's last 100 epochs do).
+
+        >>> seg = CellposeSegmenter(learning_rate=1.0, warmup=10, decay_steps=20)
+        >>> [seg.learning_rate_at(s, 100) for s in (5, 80, 81, 83, 100)]
+        [0.5, 1.0, 0.5, 0.25, 0.0009765625]
+        """
+        rate = self.learning_rate * min(1.0, step / self.warmup)
+        start = steps - self.decay_steps
+        if self.decay_steps and step > start:
+            rate *= 0.5 ** (1 + (step - start - 1) * 10 // self.decay_steps)
+        return rate
 
     @property
     def config(self) -> dict:
@@ -230,6 +254,8 @@ class CellposeSegmenter:
             raise CellcascadeError(f"need as many label images as images (at least one), got {len(images)} and {len(labels)}")
         if steps < 1:
             raise CellcascadeError(f"steps must be at least 1, not {steps}")
+        if self.decay_steps > steps:
+            raise CellcascadeError(f"the final decay ({self.decay_steps} steps) is longer than the run ({steps} steps)")
         wanted = sorted({int(s) for s in checkpoints} | {int(steps)})
         if wanted[0] < 1 or wanted[-1] > steps:
             raise CellcascadeError(f"checkpoints must lie in 1..{steps}, got {sorted(checkpoints)}")
@@ -280,7 +306,7 @@ class CellposeSegmenter:
                     xy=(self.tile, self.tile),
                 )[:2]
                 for group in optimizer.param_groups:
-                    group["lr"] = self.learning_rate * min(1.0, step / self.warmup)
+                    group["lr"] = self.learning_rate_at(step, steps)
                 net.train()
                 output = net(torch.from_numpy(tiles).to(device))[0]
                 loss = _loss_fn_seg(targets, output, device)

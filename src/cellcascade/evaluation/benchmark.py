@@ -241,11 +241,11 @@ def run_benchmark(
         raise CellcascadeError(f"n_checkpoints must be in 1..steps ({steps}), not {n_checkpoints}")
     if long_factor < 1:
         raise CellcascadeError(f"long_factor must be at least 1, not {long_factor}")
+    if not 0 <= decay_steps <= steps:
+        raise CellcascadeError(f"decay_steps must be in 0..steps ({steps}), not {decay_steps}")
     if decay_steps and long_factor > 1:
         raise CellcascadeError("a final learning-rate decay (decay_steps, --decay-steps) needs long_factor 1 "
                                "(--long-factor 1): the long real-only row's run holds the short row's checkpoints")
-    if not 0 <= decay_steps <= steps:
-        raise CellcascadeError(f"decay_steps must be in 0..steps ({steps}), not {decay_steps}")
     if not 0 < real_fraction < 1:
         raise CellcascadeError(f"real_fraction must be strictly between 0 and 1, not {real_fraction}")
     if n_synthetic < 1:

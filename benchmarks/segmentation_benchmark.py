@@ -80,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--save-predictions", type=Path, default=None, metavar="DIR",
+                        help="also write every arm's test predictions (chosen step and mask options) as label TIFFs "
+                             "<arm>_seed<S>_<image>.tif into DIR (not kept by default: large, and the JSON already "
+                             "holds every test cell's Jaccard index)")
     args = parser.parse_args(argv)
 
     warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -116,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                 arms=args.arms,
                 quick=args.quick,
                 threads=args.threads,
+                save_predictions=args.save_predictions is not None,
                 command=command,
             )
         except CellcascadeError as exc:
@@ -123,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         for suffix in ("md", "json", "png"):
             shutil.copyfile(Path(tmp) / "out" / f"benchmark.{suffix}", args.out / f"segmentation_{args.tag}.{suffix}")
+        if args.save_predictions is not None:
+            args.save_predictions.mkdir(parents=True, exist_ok=True)
+            for path in sorted((Path(tmp) / "out" / "predictions").glob("*.tif")):
+                shutil.copyfile(path, args.save_predictions / path.name)
     for name, s in result["summary"].items():
         print(f"{name:24s} SEG {s['seg_mean']:.3f} ± {s['seg_std']:.3f}   AP50 {s['ap50_mean']:.3f} ± {s['ap50_std']:.3f}")
     print(f"wall time {result['wall_seconds'] / 60:.1f} min; results in {args.out}/segmentation_{args.tag}.*")

@@ -575,3 +575,26 @@ def test_per_image_scores_say_which_kind_of_cell_lost_seg():
     assert kinds["whole"]["n"] == 2 and kinds["whole"]["missed"] == 0
     assert kinds["whole"]["mean_jaccard"] == pytest.approx(0.8)
     assert scored.seg == pytest.approx((1 + 0 + 1 + 0.6) / 4)
+    cells = scored.per_image[0]["cells"]
+    assert [(c["label"], c["size"], c["kind"]) for c in cells] == [(1, 48, "cut"), (2, 4, "small"), (3, 100, "whole"),
+                                                                    (4, 100, "whole")]
+    assert [c["jaccard"] for c in cells] == pytest.approx([1.0, 0.0, 1.0, 0.6])
+
+
+def test_saved_test_predictions_are_the_scored_ones(tmp_path):
+    """With save_predictions, every arm's test prediction at its chosen step lands in predictions/ and scores as
+    the JSON says; without, no predictions folder."""
+    from cellcascade.evaluation.segmentation_metrics import seg_score
+
+    item = grid_item(shape=(96, 384))
+    kwargs = dict(budget=8, classic=False, seeds=(0, 1), steps=4, n_checkpoints=2, long_factor=1)
+    result = run_benchmark([item], tmp_path / "out", save_predictions=True, segmenter=ThresholdSegmenter(), **kwargs)
+    (test_item,) = split_train_test([item]).test
+    saved = sorted(p.name for p in (tmp_path / "out" / "predictions").iterdir())
+    assert saved == ["real_seed0_grid_right.tif", "real_seed1_grid_right.tif"]
+    for run in result["arms"]["real"]["runs"]:
+        labels = tifffile.imread(tmp_path / "out" / "predictions" / f"real_seed{run['seed']}_grid_right.tif")
+        assert labels.shape == test_item.labels.shape and labels.dtype == np.int32 and labels.max() > 0
+        assert seg_score(test_item.labels, labels) == pytest.approx(run["test_seg"])
+    run_benchmark([item], tmp_path / "plain", segmenter=ThresholdSegmenter(), **kwargs)
+    assert not (tmp_path / "plain" / "predictions").exists()

@@ -43,11 +43,12 @@ import platform
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import tifffile
 
 from cellcascade.data import AnnotatedImage, read_dataset, require_ndim
 from cellcascade.errors import CellcascadeError
@@ -112,6 +113,7 @@ class _Scored:
     seg: float
     ap: float
     per_image: list[dict]
+    predictions: list[np.ndarray] = field(default_factory=list)  # (Y, X) int per image; not written to JSON
 
 
 def run_benchmark(
@@ -140,6 +142,7 @@ def run_benchmark(
     shrink_fractions: Sequence[float] | None = None,
     arms: Sequence[str] = ARM_KINDS,
     threads: int | None = None,
+    save_predictions: bool = False,
     segmenter: Segmenter | None = None,
     command: str | None = None,
 ) -> dict:
@@ -204,6 +207,10 @@ def run_benchmark(
         comparison over runs (the arms do not depend on each other).
     threads : int, optional
         ``torch.set_num_threads`` for the run.
+    save_predictions : bool
+        Also write every arm's test predictions at its chosen step and mask options to
+        ``out_dir/predictions/<arm>_seed<S>_<image>.tif`` (int32 labels, the test image's shape), to look at or
+        to score cell by cell (the JSON already holds every test cell's Jaccard index).
     segmenter : Segmenter, optional
         Replaces the default :class:`~cellcascade.evaluation.segmenters.CellposeSegmenter`.
     command : str, optional
@@ -303,6 +310,7 @@ def run_benchmark(
         n_synthetic=n_synthetic,
         mask_options=_mask_options(grid, shrinks) if tune_masks else [{}],
         arm_kinds=arms,
+        save_predictions=save_predictions,
     )
     config = {
         "data": str(data) if isinstance(data, (str, Path)) else [i.name for i in items],
@@ -335,7 +343,7 @@ def run_benchmark(
     if threads is not None:
         torch.set_num_threads(int(threads))
     try:
-        arms_out, sources_out = _run_arms(plan)
+        arms_out, sources_out, predictions = _run_arms(plan)
     finally:
         torch.set_num_threads(previous_threads)
 
@@ -359,7 +367,7 @@ def run_benchmark(
         "host": {"cpus": os.cpu_count(), "machine": platform.machine()},
     }
     result = _clean(result)
-    _write_atomically(out_dir, result)
+    _write_atomically(out_dir, result, predictions)
     return result
 
 
@@ -424,15 +432,21 @@ class _Plan:
     n_synthetic: int
     mask_options: list[dict]  # keyword arguments of `segmenter.predict` to choose from; [{}]: its defaults only
     arm_kinds: tuple[str, ...] = ARM_KINDS
+    save_predictions: bool = False
 
 
-def _run_arms(plan: _Plan) -> tuple[dict[str, dict], list[dict]]:
-    """Train and score every arm for every seed; returns (arms, synthetic source descriptions)."""
+def _run_arms(plan: _Plan) -> tuple[dict[str, dict], list[dict], dict[str, np.ndarray]]:
+    """Train and score every arm for every seed.
+
+    Returns (arms, synthetic source descriptions, test predictions by file name: empty unless
+    ``plan.save_predictions``).
+    """
     segmenter, budget, split, steps = plan.segmenter, plan.budget, plan.split, plan.steps
     test_images = [apply_normalization(t.image, normalize_percentile(t.image)) for t in split.test]
     validation_images = [apply_normalization(v.image, normalize_percentile(v.image)) for v in budget.validation]
     arms_out: dict[str, dict] = {}
     sources_out: list[dict] = []
+    predictions: dict[str, np.ndarray] = {}
     with tempfile.TemporaryDirectory(prefix="cellcascade-benchmark-") as work:
         for seed in plan.seeds:
             synthetic_sets = []
@@ -473,6 +487,9 @@ def _run_arms(plan: _Plan) -> tuple[dict[str, dict], list[dict]]:
                         tested[best["step"]] = _test_scores(segmenter, checkpoint, test_images, split.test, budget.diameter,
                                                             best.get("mask_options", {}))
                     scored = tested[best["step"]]
+                    if plan.save_predictions:
+                        for test_item, prediction in zip(split.test, scored.predictions):
+                            predictions[f"{_slug(row_name)}_seed{seed}_{_slug(test_item.name)}.tif"] = prediction
                     entry = arms_out.setdefault(
                         row_name,
                         {
@@ -504,7 +521,12 @@ def _run_arms(plan: _Plan) -> tuple[dict[str, dict], list[dict]]:
                 )
                 for checkpoint in checkpoints:
                     checkpoint.path.unlink(missing_ok=True)
-    return arms_out, sources_out
+    return arms_out, sources_out, predictions
+
+
+def _slug(name: str) -> str:
+    """A file-name-safe form of an arm or image name: "real + synthetic-a" -> "real_synthetic-a"."""
+    return "_".join("".join(c if c.isalnum() or c in "-." else " " for c in name).split())
 
 
 # -------------------------------------------------------------------- data of the arms
@@ -639,11 +661,13 @@ def _pooled(references: list[np.ndarray], predictions: list[np.ndarray], names: 
                 "matched_size_ratio": float(np.median(ratios)) if ratios else float("nan"),
                 # where SEG is lost: per kind of reference cell (touching the image edge, small, other)
                 "cells_by_kind": _by_kind(cells),
+                # every reference cell: label (in the relabelled reference), size in pixels, kind, Jaccard index
+                "cells": cells,
             }
         )
     seg = float(np.mean(jaccards)) if jaccards else float("nan")
     ap = tp / (tp + fp + fn) if tp + fp + fn else float("nan")
-    return _Scored(seg, float(ap), per_image)
+    return _Scored(seg, float(ap), per_image, list(predictions))
 
 
 def _by_kind(cells: list[dict]) -> dict:
@@ -883,16 +907,24 @@ def draw_figure(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def _write_atomically(out_dir: Path, result: dict) -> None:
-    """Write the three files into a temporary folder beside `out_dir`, then move them in."""
+def _write_atomically(out_dir: Path, result: dict, predictions: dict[str, np.ndarray] | None = None) -> None:
+    """Write the three files (and any predictions, into ``predictions/``) into a temporary folder beside
+    `out_dir`, then move them in."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     try:
         (tmp / "benchmark.json").write_text(json.dumps(result, indent=1, allow_nan=False))
         (tmp / "benchmark.md").write_text(markdown_report(result))
         draw_figure(result, tmp / "benchmark.png")
+        if predictions:
+            (tmp / "predictions").mkdir()
+            for name, labels in predictions.items():
+                tifffile.imwrite(tmp / "predictions" / name, labels.astype(np.int32), compression="zlib")
         out_dir.mkdir(exist_ok=True)
         for name in RESULT_FILES:
             os.replace(tmp / name, out_dir / name)
+        if predictions:
+            shutil.rmtree(out_dir / "predictions", ignore_errors=True)
+            os.replace(tmp / "predictions", out_dir / "predictions")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -137,3 +137,50 @@ def test_rescaling_refuses_bad_input_in_one_line_and_writes_nothing(tmp_path, ca
         rescale.main([str(tmp_path / "empty"), "--out", str(tmp_path / "out"), *args])
     assert stop.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+class _ThresholdSegmenter:
+    """Stands in for Cellpose: no training, segments by an intensity threshold (normalised images)."""
+
+    name = "threshold"
+
+    def __init__(self, threshold):
+        self.threshold = threshold
+
+    def train(self, images, labels, *, steps, seed, work_dir, checkpoints, probabilities=None):
+        from cellcascade.evaluation.segmenters import Checkpoint
+
+        Path(work_dir).mkdir(parents=True, exist_ok=True)
+        out = []
+        for step in sorted(set(checkpoints) | {steps}):
+            (Path(work_dir) / f"{step}").write_text("")
+            out.append(Checkpoint(step, Path(work_dir) / f"{step}"))
+        return out
+
+    def predict(self, checkpoint, images, *, diameter):
+        from scipy import ndimage as ndi
+
+        return [ndi.label(image > self.threshold)[0] for image in images]
+
+
+def test_comparing_saved_predictions_lists_and_draws_the_cells_that_differ(tmp_path, capsys):
+    from cellcascade.evaluation.benchmark import run_benchmark
+
+    compare = load_script("compare_predictions")
+    kwargs = dict(classic=False, seeds=(0,), steps=2, n_checkpoints=1, long_factor=1, save_predictions=True)
+    tight = run_benchmark("sample", tmp_path / "tight", segmenter=_ThresholdSegmenter(0.5), **kwargs)
+    loose = run_benchmark("sample", tmp_path / "loose", segmenter=_ThresholdSegmenter(0.1), **kwargs)
+    args = [str(tmp_path / "tight" / "benchmark.json"), str(tmp_path / "tight" / "predictions"),
+            str(tmp_path / "loose" / "benchmark.json"), str(tmp_path / "loose" / "predictions")]
+    assert compare.main(args + ["--out", str(tmp_path / "cmp.png"), "--top", "2"]) == 0
+    printed = capsys.readouterr().out
+    cells = {c["label"]: (c["jaccard"], d["jaccard"]) for c, d in zip(
+        tight["arms"]["real"]["runs"][0]["test_per_image"][0]["cells"],
+        loose["arms"]["real"]["runs"][0]["test_per_image"][0]["cells"])}
+    differing = [label for label, (a, b) in cells.items() if abs(a - b) > 0.05]
+    assert differing  # the two thresholds draw some cells differently
+    listed = [line for line in printed.splitlines() if line.startswith("stardist-img2d/right |")]
+    assert sorted(int(line.split(" | ")[1]) for line in listed) == sorted(differing)
+    assert (tmp_path / "cmp.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(SystemExit, match="no saved prediction"):
+        compare.main([args[0], str(tmp_path), args[2], args[3], "--out", str(tmp_path / "x.png")])

@@ -489,7 +489,7 @@ def _run_arms(plan: _Plan) -> tuple[dict[str, dict], list[dict], dict[str, np.nd
                     scored = tested[best["step"]]
                     if plan.save_predictions:
                         for test_item, prediction in zip(split.test, scored.predictions):
-                            predictions[f"{_slug(row_name)}_seed{seed}_{_slug(test_item.name)}.tif"] = prediction
+                            predictions[prediction_file_name(row_name, seed, test_item.name)] = prediction
                     entry = arms_out.setdefault(
                         row_name,
                         {
@@ -524,9 +524,16 @@ def _run_arms(plan: _Plan) -> tuple[dict[str, dict], list[dict], dict[str, np.nd
     return arms_out, sources_out, predictions
 
 
-def _slug(name: str) -> str:
-    """A file-name-safe form of an arm or image name: "real + synthetic-a" -> "real_synthetic-a"."""
-    return "_".join("".join(c if c.isalnum() or c in "-." else " " for c in name).split())
+def prediction_file_name(arm: str, seed: int, image: str) -> str:
+    """Where ``save_predictions`` puts an arm's test prediction of one image and seed.
+
+    >>> prediction_file_name("real + synthetic-a", 3, "stardist-img2d/right")
+    'real_synthetic-a_seed3_stardist-img2d_right.tif'
+    """
+    def slug(name: str) -> str:
+        return "_".join("".join(c if c.isalnum() or c in "-." else " " for c in name).split())
+
+    return f"{slug(arm)}_seed{seed}_{slug(image)}.tif"
 
 
 # -------------------------------------------------------------------- data of the arms

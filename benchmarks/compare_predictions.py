@@ -114,6 +114,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give pairs JSON PREDICTIONS-DIR, at least two runs")
     if args.top < 1:
         parser.error(f"--top must be at least 1, not {args.top}")
+    for json_path, predictions in zip(args.runs[::2], args.runs[1::2]):
+        if not json_path.is_file():
+            parser.error(f"{json_path}: no such benchmark JSON file")
+        if not predictions.is_dir():
+            parser.error(f"{predictions}: no such predictions folder")
     tests, runs = load_runs(list(zip(args.runs[::2], args.runs[1::2])))
     cells = differing_cells(runs, args.min_difference)
     print("image | cell | kind | size | " + " | ".join(r["name"] for r in runs))

@@ -184,3 +184,7 @@ def test_comparing_saved_predictions_lists_and_draws_the_cells_that_differ(tmp_p
     assert (tmp_path / "cmp.png").read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(SystemExit, match="no saved prediction"):
         compare.main([args[0], str(tmp_path), args[2], args[3], "--out", str(tmp_path / "x.png")])
+    with pytest.raises(SystemExit):
+        compare.main([str(tmp_path / "missing.json"), args[1], args[2], args[3], "--out", str(tmp_path / "x.png")])
+    assert "missing.json: no such benchmark JSON file" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()

@@ -76,13 +76,14 @@ def draw(tests: dict, runs: list[dict], cells: list[tuple[str, int, float]], pat
     import matplotlib.pyplot as plt
     from skimage.segmentation import find_boundaries
 
+    shown = {}  # per test image drawn: (display image scaled to [0, 1], relabelled reference as the JSON numbers it)
+    for image_name in {c[0] for c in cells}:
+        image = tests[image_name].image.astype(float)
+        low, high = np.percentile(image, (1, 99.5))
+        shown[image_name] = np.clip((image - low) / max(high - low, 1e-9), 0, 1), relabel(tests[image_name].labels)
     fig, axes = plt.subplots(len(cells), 1 + len(runs), figsize=(2.2 * (1 + len(runs)), 2.3 * len(cells)), squeeze=False)
     for row, (image_name, label, _) in zip(axes, cells):
-        item = tests[image_name]
-        reference = relabel(item.labels)
-        image = item.image.astype(float)
-        low, high = np.percentile(image, (1, 99.5))
-        scaled = np.clip((image - low) / max(high - low, 1e-9), 0, 1)
+        scaled, reference = shown[image_name]
         ys, xs = np.nonzero(reference == label)
         cy, cx = int(ys.mean()), int(xs.mean())
         window = (slice(max(cy - half, 0), cy + half), slice(max(cx - half, 0), cx + half))
@@ -114,12 +115,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give pairs JSON PREDICTIONS-DIR, at least two runs")
     if args.top < 1:
         parser.error(f"--top must be at least 1, not {args.top}")
-    for json_path, predictions in zip(args.runs[::2], args.runs[1::2]):
+    pairs = list(zip(args.runs[::2], args.runs[1::2]))
+    for json_path, predictions in pairs:
         if not json_path.is_file():
             parser.error(f"{json_path}: no such benchmark JSON file")
         if not predictions.is_dir():
             parser.error(f"{predictions}: no such predictions folder")
-    tests, runs = load_runs(list(zip(args.runs[::2], args.runs[1::2])))
+    tests, runs = load_runs(pairs)
     cells = differing_cells(runs, args.min_difference)
     print("image | cell | kind | size | " + " | ".join(r["name"] for r in runs))
     for image, label, _ in cells:

@@ -85,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
                              "<arm>_seed<S>_<image>.tif into DIR (not kept by default: large, and the JSON already "
                              "holds every test cell's Jaccard index)")
     args = parser.parse_args(argv)
+    if args.save_predictions is not None and args.save_predictions.exists() and not args.save_predictions.is_dir():
+        parser.error(f"--save-predictions {args.save_predictions}: exists and is not a folder")
 
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")

@@ -188,3 +188,13 @@ def test_comparing_saved_predictions_lists_and_draws_the_cells_that_differ(tmp_p
         compare.main([str(tmp_path / "missing.json"), args[1], args[2], args[3], "--out", str(tmp_path / "x.png")])
     assert "missing.json: no such benchmark JSON file" in capsys.readouterr().err
     assert not (tmp_path / "x.png").exists()
+
+
+def test_saving_predictions_into_a_file_is_refused_before_any_work(tmp_path, capsys):
+    benchmark = load_script("segmentation_benchmark")
+    taken = tmp_path / "taken"
+    taken.write_text("")
+    with pytest.raises(SystemExit) as stop:
+        benchmark.main(["--save-predictions", str(taken), "--out", str(tmp_path / "results")])
+    assert stop.value.code == 2 and "exists and is not a folder" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()

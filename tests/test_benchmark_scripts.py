@@ -198,3 +198,27 @@ def test_saving_predictions_into_a_file_is_refused_before_any_work(tmp_path, cap
         benchmark.main(["--save-predictions", str(taken), "--out", str(tmp_path / "results")])
     assert stop.value.code == 2 and "exists and is not a folder" in capsys.readouterr().err
     assert not (tmp_path / "results").exists()
+
+
+def test_touching_cells_table_for_the_sample_and_a_synthetic_folder(tmp_path, capsys):
+    import tifffile
+
+    touching = load_script("touching_cells")
+    folder = tmp_path / "synthetic"
+    folder.mkdir()
+    labels = np.zeros((32, 48), np.uint16)
+    labels[8:20, 6:16], labels[8:20, 16:26], labels[8:20, 34:44] = 1, 2, 3  # 1 and 2 touch, 3 alone
+    tifffile.imwrite(folder / "a.tif", (10 + 100 * (labels > 0)).astype(np.uint16))
+    tifffile.imwrite(folder / "a_masks.tif", labels)
+    out = tmp_path / "touching.md"
+    assert touching.main([str(folder), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert capsys.readouterr().out == text
+    assert "| real, training part | 1 | 73 |" in text and "| real, test part | 1 | 57 |" in text
+    assert f"| {folder} | 1 | 3 | 0.333 | 1.000 (1.000-1.000, n=1) |" in text
+
+
+def test_touching_cells_refuses_a_missing_folder_in_one_line(tmp_path, capsys):
+    touching = load_script("touching_cells")
+    assert touching.main([str(tmp_path / "missing")]) == 2
+    assert capsys.readouterr().err.strip().count("\n") == 0

@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -55,6 +56,29 @@ def test_report_contents_without_the_network(folders, tmp_path, monkeypatch):
     assert "| cell crops 32 px | 0.0500 ± 0.0010 | 5.0 |" in markdown and "| area |" in markdown
     assert (out / "side_by_side.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".evaluation-")]
+    assert "sparse" in result["contacts"]["skipped"]  # a folder of pairs is sparse unless the user says otherwise
+    assert "| skipped | the real annotation is sparse" in markdown
+
+
+def test_touching_cells_are_compared_when_the_real_annotation_is_dense(folders, tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "realism_scores", fake_scores)
+    real, synthetic = folders
+    for folder in folders:  # make cells 1 and 2 of the first image two bright blocks touching along a straight edge
+        labels, image = tifffile.imread(folder / "img0_masks.tif"), tifffile.imread(folder / "img0.tif")
+        labels[8:24, 22:31], labels[8:24, 31:40] = 1, 2
+        image[8:24, 22:40] = 220.0
+        tifffile.imwrite(folder / "img0_masks.tif", labels)
+        tifffile.imwrite(folder / "img0.tif", image)
+    result = evaluate_folders(real, synthetic, tmp_path / "out", crop_size=32, tile_size=32, max_samples=5,
+                              dense_real=True)
+    for what in ("real", "synthetic"):
+        stats = result["contacts"][what]
+        assert (stats["cells"], stats["pairs"], stats["dip"]["n"]) == (12, 1, 1)
+    markdown = (tmp_path / "out" / "evaluation.md").read_text()
+    assert "| touching pairs per cell | 0.083 (1 pairs / 12 cells) | 0.083 (1 pairs / 12 cells) |" in markdown
+    dip_row = r"\| dip where they touch, median \(q25-q75\) \| (\d\.\d{3}) \(\1-\1, n=1\) \| (\d\.\d{3}) \(\2-\2, n=1\) \|"
+    found = re.search(dip_row, markdown)
+    assert found and float(found[1]) == pytest.approx(result["contacts"]["real"]["dip"]["median"], abs=5e-4)
 
 
 def test_errors_write_nothing(folders, tmp_path, monkeypatch):

@@ -22,6 +22,10 @@ What is compared
   downscaled to the network's 299 × 299 input: the field of view, background and density of cells.
 - **Shapes**: area, eccentricity, solidity and perimeter²/area of every annotated cell that does not touch the
   image border (:mod:`cellcascade.evaluation.shape_stats`), in image pixels.
+- **Touching cells**: touching pairs per cell and the intensity dip where they touch
+  (:mod:`cellcascade.evaluation.contacts`). The synthetic set is taken to be densely annotated (a generator labels
+  every cell it draws); the real set is compared only where its annotation is dense (the embedded sample, or
+  ``dense_real``), since unannotated neighbours would go uncounted.
 
 3D data is compared on its Z slices that hold annotated cells. Intensities: each set is scaled by its own robust
 range (see :mod:`cellcascade.evaluation.realism`). Set sizes are capped by ``max_images`` (images per dataset)
@@ -43,6 +47,7 @@ from skimage.measure import regionprops
 
 from cellcascade.data import AnnotatedImage, auto_scale, read_dataset
 from cellcascade.errors import CellcascadeError
+from cellcascade.evaluation.contacts import contact_statistics
 from cellcascade.evaluation.realism import MIN_SET_SIZE, normalize_intensities, realism_scores
 from cellcascade.evaluation.shape_stats import SHAPE_STATISTICS, shape_distance, shape_statistics, summarize
 
@@ -120,8 +125,8 @@ def _clean(value):
     return value
 
 
-def _read(source, what: str, max_images: int, rng: np.random.Generator) -> list[AnnotatedImage]:
-    items = as_2d_items(read_dataset(source))
+def _read(source, what: str, max_images: int, rng: np.random.Generator, dense: bool | None) -> list[AnnotatedImage]:
+    items = as_2d_items(read_dataset(source, dense=dense))
     if not items:
         raise CellcascadeError(f"{what} data {source}: no image with annotated cells")
     return _pick(items, max_images, rng)
@@ -139,6 +144,7 @@ def evaluate_folders(
     seed: int = 0,
     subsets: int = 100,
     batch_size: int = 16,
+    dense_real: bool | None = None,
 ) -> dict:
     """Compare a synthetic annotated dataset with a real one; write evaluation.json, evaluation.md, side_by_side.png.
 
@@ -164,13 +170,18 @@ def evaluate_folders(
         Number of KID subsets.
     batch_size : int
         Images per Inception forward pass.
+    dense_real : bool or None
+        Whether every cell of the real data is annotated (None: the reader's default, True only for ``"sample"``);
+        the touching-cell comparison needs it.
 
     Returns
     -------
     dict
         The content of evaluation.json: ``real`` and ``synthetic`` (source and counts), ``crops`` and ``tiles``
         (kid_mean, kid_std, fid, n_real, n_synthetic, subset_size; or ``skipped`` with the reason), ``shape``
-        (``distance`` per statistic and ``real``/``synthetic`` summaries; or ``skipped``), ``settings``.
+        (``distance`` per statistic and ``real``/``synthetic`` summaries; or ``skipped``), ``contacts``
+        (``real`` and ``synthetic`` :func:`~cellcascade.evaluation.contacts.contact_statistics`; or ``skipped``),
+        ``settings``.
         Non-finite numbers are written as null.
 
     Examples
@@ -190,8 +201,8 @@ def evaluate_folders(
     if out_dir.exists() and not out_dir.is_dir():
         raise CellcascadeError(f"{out_dir}: exists and is not a folder")
     rng = np.random.default_rng(seed)
-    real_items = _read(real, "real", max_images, rng)
-    synthetic_items = _read(synthetic, "synthetic", max_images, rng)
+    real_items = _read(real, "real", max_images, rng, dense_real)
+    synthetic_items = _read(synthetic, "synthetic", max_images, rng, True)
 
     scale = auto_scale(real_items, crop_size)
     crops, tiles = {}, {}
@@ -218,6 +229,7 @@ def evaluate_folders(
         tile_scores = {"skipped": f"KID needs at least {MIN_SET_SIZE} tiles per set; use a smaller tile_size"}
 
     shape_result = _shape_section(real_items, synthetic_items)
+    contact_result = _contact_section(real_items, synthetic_items)
 
     def describe(source, items, what):
         return {
@@ -235,6 +247,7 @@ def evaluate_folders(
             "crops": crop_scores,
             "tiles": tile_scores,
             "shape": shape_result,
+            "contacts": contact_result,
             "settings": {
                 "crop_size": crop_size,
                 "crop_scale": scale,
@@ -266,6 +279,13 @@ def _shape_section(real_items: list[AnnotatedImage], synthetic_items: list[Annot
         "real": summarize(shapes["real"]),
         "synthetic": summarize(shapes["synthetic"]),
     }
+
+
+def _contact_section(real_items: list[AnnotatedImage], synthetic_items: list[AnnotatedImage]) -> dict:
+    """Touching-cell statistics of both sets (2D images or annotated Z slices), or the reason to skip."""
+    if not all(item.dense for item in real_items):
+        return {"skipped": "the real annotation is sparse: touching pairs need every cell annotated (dense_real)"}
+    return {"real": contact_statistics(real_items), "synthetic": contact_statistics(synthetic_items)}
 
 
 def _format_scores(scores: dict) -> tuple[str, str, str]:
@@ -309,7 +329,18 @@ def markdown_report(result: dict) -> str:
                 f"{synthetic['mean']:.3g} ± {synthetic['std']:.3g} (n={synthetic['n']}) | "
                 f"{'inf' if distance is None else f'{distance:.3f}'} |"
             )
+    lines += ["", "| touching cells | real | synthetic |", "| --- | --- | --- |"]
+    contacts = result.get("contacts", {"skipped": "not measured"})
+    if "skipped" in contacts:
+        lines.append(f"| skipped | {contacts['skipped']} | |")
+    else:
+        real, synthetic = contacts["real"], contacts["synthetic"]
+        lines.append(f"| touching pairs per cell | {_per_cell(real)} | {_per_cell(synthetic)} |")
+        lines.append(f"| dip where they touch, median (q25-q75) | {_dip(real)} | {_dip(synthetic)} |")
     lines += [
+        "",
+        "Dip: intensity above background at the darkest point between two touching cells' centroids over the "
+        "intensity beside it (1: no visible line between them; below 1: a dark line or waist).",
         "",
         "KID: polynomial-kernel MMD² of Inception-v3 features over random subsets (unbiased; ≈ 0 for sets from one "
         "distribution; its std is 0 when the subsets are the whole sets). FID is biased on small sets: compare it "
@@ -318,6 +349,18 @@ def markdown_report(result: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _per_cell(stats: dict) -> str:
+    value = stats["pairs_per_cell"]
+    return "n/a" if value is None else f"{value:.3f} ({stats['pairs']} pairs / {stats['cells']} cells)"
+
+
+def _dip(stats: dict) -> str:
+    dip = stats["dip"]
+    if dip["median"] is None:
+        return "n/a (no pair)"
+    return f"{dip['median']:.3f} ({dip['q25']:.3f}-{dip['q75']:.3f}, n={dip['n']})"
 
 
 def _draw_figure(path: Path, crops: dict, tiles: dict) -> None:

@@ -211,9 +211,12 @@ def test_touching_cells_table_for_the_sample_and_a_synthetic_folder(tmp_path, ca
     tifffile.imwrite(folder / "a.tif", (10 + 100 * (labels > 0)).astype(np.uint16))
     tifffile.imwrite(folder / "a_masks.tif", labels)
     out = tmp_path / "touching.md"
-    assert touching.main([str(folder), "--out", str(out)]) == 0
-    text = out.read_text()
-    assert capsys.readouterr().out == text
+    figure = tmp_path / "pairs.png"
+    assert touching.main([str(folder), "--out", str(out), "--figure", str(figure)]) == 0
+    text = capsys.readouterr().out
+    command = f"python benchmarks/touching_cells.py {folder} --out {out} --figure {figure}"
+    assert out.read_text() == f"# Touching cells\n\nCommand: `{command}`\n\n{text}"
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| real, training part | 1 | 73 |" in text and "| real, test part | 1 | 57 |" in text
     assert f"| {folder} | 1 | 3 | 0.333 | 1.000 (1.000-1.000, n=1) |" in text
 

@@ -277,7 +277,9 @@ def _add_population_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scale", type=float, nargs=2, default=(0.9, 1.1), metavar=("MIN", "MAX"),
                    help="random size factor per cell (default 0.9 1.1)")
     p.add_argument("--overlap", type=float, default=0.0, metavar="F",
-                   help="fraction of a cell's pixels allowed to overlap others, in [0, 1) (default 0)")
+                   help="fraction of a cell's pixels allowed to overlap others, in [0, 1); the cell placed later keeps "
+                   "only its free pixels, so touching cells meet along a flat edge as pressed nuclei do, instead of "
+                   "at a waist (default 0)")
     p.add_argument("--shapes-per-image", type=_positive_int, default=16,
                    help="masks sampled per image (per volume with --dim 3, each lifted to 3D); cells reuse them in "
                    "random poses (default 16)")

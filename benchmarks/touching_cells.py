@@ -96,6 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", type=int, default=6, help="crops per dataset in the figure (default 6)")
     args = parser.parse_args(argv)
     try:
+        if args.pairs < 1 or args.max_images < 1:
+            raise CellcascadeError(f"--pairs and --max-images must be at least 1, not {args.pairs} and {args.max_images}")
+        for path in (args.out, args.figure):
+            if path is not None and not path.parent.is_dir():
+                raise CellcascadeError(f"{path}: its folder {path.parent} does not exist")
         split = split_train_test(read_dataset(args.data, dense=True), args.test)
         datasets = [("real, training part", split.train), ("real, test part", split.test)]
         datasets += [(str(folder), read_dataset(folder, dense=True)[: args.max_images]) for folder in args.synthetic]

@@ -225,3 +225,14 @@ def test_touching_cells_refuses_a_missing_folder_in_one_line(tmp_path, capsys):
     touching = load_script("touching_cells")
     assert touching.main([str(tmp_path / "missing")]) == 2
     assert capsys.readouterr().err.strip().count("\n") == 0
+
+
+@pytest.mark.parametrize("args, message", [(["--pairs", "0"], "at least 1"), (["--max-images", "0"], "at least 1"),
+                                           (["--out", "missing-folder/t.md"], "does not exist"),
+                                           (["--figure", "missing-folder/t.png"], "does not exist")])
+def test_touching_cells_refuses_bad_options_in_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys, args, message):
+    monkeypatch.chdir(tmp_path)
+    assert load_script("touching_cells").main(args) == 2
+    error = capsys.readouterr().err
+    assert message in error and error.strip().count("\n") == 0
+    assert not list(tmp_path.iterdir())

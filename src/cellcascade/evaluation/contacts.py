@@ -79,11 +79,15 @@ def contact_dip(image: np.ndarray, labels: np.ndarray, pair: tuple[int, int], ba
     0.5
     """
     labels = _check_labels(labels)
-    centres = ndi.center_of_mass(np.ones(labels.shape), labels, list(pair))
-    start, end = np.asarray(centres[0]), np.asarray(centres[1])
+    start, end = ndi.center_of_mass(np.ones(labels.shape), labels, list(pair))
+    return _profile_dip(np.asarray(image, np.float64) - background, np.asarray(start), np.asarray(end))
+
+
+def _profile_dip(signal: np.ndarray, start: np.ndarray, end: np.ndarray) -> float:
+    """The dip of :func:`contact_dip` on a background-subtracted float image, between two (Y, X) centroids."""
     t = np.linspace(0.0, 1.0, PROFILE_SAMPLES)
     points = start[:, None] + (end - start)[:, None] * t[None, :]
-    profile = ndi.map_coordinates(np.asarray(image, np.float64) - background, points, order=1, mode="nearest")
+    profile = ndi.map_coordinates(signal, points, order=1, mode="nearest")
     sides = min(profile[_FIRST_SIDE].mean(), profile[_SECOND_SIDE].mean())
     if not sides > 0:
         return float("nan")
@@ -115,9 +119,15 @@ def contact_statistics(items: Sequence[AnnotatedImage]) -> dict:
         background_pixels = item.image[item.known_background()]
         background = float(np.median(background_pixels)) if background_pixels.size else 0.0
         found = touching_pairs(labels)
-        cells += len(np.unique(labels[labels > 0]))
+        ids = np.unique(labels[labels > 0])
+        cells += len(ids)
         pairs += len(found)
-        dips += [contact_dip(item.image, labels, pair, background) for pair in found]
+        if not found:
+            continue
+        # every centroid and the background-subtracted image once per image, not once per pair
+        centroids = dict(zip(ids.tolist(), np.asarray(ndi.center_of_mass(np.ones(labels.shape), labels, ids))))
+        signal = np.asarray(item.image, np.float64) - background
+        dips += [_profile_dip(signal, centroids[a], centroids[b]) for a, b in found]
     dips = np.asarray([d for d in dips if np.isfinite(d)], dtype=np.float64)
     quartiles = np.percentile(dips, [25, 50, 75]) if dips.size else [float("nan")] * 3
     return {

@@ -78,9 +78,13 @@ def contact_dip(image: np.ndarray, labels: np.ndarray, pair: tuple[int, int], ba
     >>> round(contact_dip(image, labels, (1, 2), background=0.0), 2)
     0.5
     """
-    labels = _check_labels(labels)
-    start, end = ndi.center_of_mass(np.ones(labels.shape), labels, list(pair))
-    return _profile_dip(np.asarray(image, np.float64) - background, np.asarray(start), np.asarray(end))
+    start, end = _centroids(_check_labels(labels), list(pair))
+    return _profile_dip(np.asarray(image, np.float64) - background, start, end)
+
+
+def _centroids(labels: np.ndarray, ids) -> np.ndarray:
+    """Centroids of the cells `ids` of `labels` (Y, X), as float64 (N, 2) rows (Y, X)."""
+    return np.asarray(ndi.center_of_mass(np.ones(labels.shape), labels, ids), dtype=np.float64).reshape(-1, 2)
 
 
 def _profile_dip(signal: np.ndarray, start: np.ndarray, end: np.ndarray) -> float:
@@ -116,16 +120,16 @@ def contact_statistics(items: Sequence[AnnotatedImage]) -> dict:
         if item.ndim != 2:
             raise CellcascadeError(f"{item.name}: contact statistics need 2D images, found shape {item.image.shape}")
         labels = np.asarray(item.labels)
-        background_pixels = item.image[item.known_background()]
-        background = float(np.median(background_pixels)) if background_pixels.size else 0.0
         found = touching_pairs(labels)
         ids = np.unique(labels[labels > 0])
         cells += len(ids)
         pairs += len(found)
         if not found:
             continue
+        background_pixels = item.image[item.known_background()]
+        background = float(np.median(background_pixels)) if background_pixels.size else 0.0
         # every centroid and the background-subtracted image once per image, not once per pair
-        centroids = dict(zip(ids.tolist(), np.asarray(ndi.center_of_mass(np.ones(labels.shape), labels, ids))))
+        centroids = dict(zip(ids.tolist(), _centroids(labels, ids)))
         signal = np.asarray(item.image, np.float64) - background
         dips += [_profile_dip(signal, centroids[a], centroids[b]) for a, b in found]
     dips = np.asarray([d for d in dips if np.isfinite(d)], dtype=np.float64)

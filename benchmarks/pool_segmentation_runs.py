@@ -30,9 +30,10 @@ RESULTS = Path(__file__).resolve().parent / "results"
 # configuration keys that may differ between pooled runs
 _PER_RUN = {"seeds", "command", "versions", "threads", "arms"}
 # keys that only the arms trained on synthetic data depend on: they must agree between the runs giving such an arm
-_SOURCE_KEYS = {"synthetic", "n_synthetic", "classic", "real_fraction"}
-# segmenter settings added after runs were recorded, with the value every earlier run trained with
+_SOURCE_KEYS = {"synthetic", "n_synthetic", "classic", "real_fraction", "real_finetune_steps"}
+# settings added after runs were recorded, with the value every earlier run trained with
 _SEGMENTER_DEFAULTS = {"decay_steps": 0}
+_CONFIG_DEFAULTS = {"real_finetune_steps": 0}
 
 
 def _uses_synthetic(arm: str) -> bool:
@@ -42,7 +43,7 @@ def _uses_synthetic(arm: str) -> bool:
 
 def pool(results: list[dict]) -> dict:
     """Arm name -> the per-seed runs (as in the benchmark JSON) of every result that has it, in the order given."""
-    configs = [{k: v for k, v in r["config"].items() if k not in _PER_RUN} for r in results]
+    configs = [{**_CONFIG_DEFAULTS, **{k: v for k, v in r["config"].items() if k not in _PER_RUN}} for r in results]
     for config in configs:
         if isinstance(config.get("segmenter"), dict):
             config["segmenter"] = {**_SEGMENTER_DEFAULTS, **config["segmenter"]}

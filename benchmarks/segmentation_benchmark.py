@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-classic", action="store_true")
     parser.add_argument("--real-fraction", type=float, default=0.5,
                         help="real + synthetic arms: chance that a training tile comes from the real patch")
+    parser.add_argument("--real-finetune-steps", type=int, default=0, metavar="N",
+                        help="real + synthetic arms draw only the real patch over their last N steps: fine-tuning on "
+                             "the real annotations (default 0: none; other arms unchanged)")
     parser.add_argument("--n-synthetic", type=int, default=None,
                         help="synthetic images per source (folders: a fixed random subset; default 32)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
@@ -105,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
                 synthetic=args.synthetic,
                 classic=not args.no_classic,
                 real_fraction=args.real_fraction,
+                real_finetune_steps=args.real_finetune_steps,
                 n_synthetic=args.n_synthetic,
                 seeds=args.seeds,
                 steps=args.steps,

@@ -251,6 +251,27 @@ def test_final_decay_changes_only_the_checkpoints_inside_it(tmp_path):
         decayed.train([image], [labels], steps=1, seed=0, work_dir=tmp_path / "short", checkpoints=[])
 
 
+@pytest.mark.slow
+def test_final_draw_changes_only_the_checkpoints_after_it_starts(tmp_path):
+    image, labels = normalized_grid()
+    other, other_labels = np.zeros_like(image), labels * 0
+    other_labels[:8, :8] = 1
+    segmenter = CellposeSegmenter(tile=32, batch_size=2)
+    kwargs = dict(steps=4, seed=0, checkpoints=[2], probabilities=[0.5, 0.5])
+    plain = segmenter.train([image, other], [labels, other_labels], work_dir=tmp_path / "plain", **kwargs)
+    tuned = segmenter.train([image, other], [labels, other_labels], work_dir=tmp_path / "tuned", final_steps=2,
+                            final_probabilities=[1.0, 0.0], **kwargs)
+    assert tuned[0].path.read_bytes() == plain[0].path.read_bytes()  # step 2: before the final draw
+    assert tuned[-1].path.read_bytes() != plain[-1].path.read_bytes()  # step 4: the first image only
+    with pytest.raises(CellcascadeError, match="final_probabilities"):
+        segmenter.train([image, other], [labels, other_labels], work_dir=tmp_path / "bad", final_steps=2, **kwargs)
+    with pytest.raises(CellcascadeError, match="final_probabilities must be"):
+        segmenter.train([image, other], [labels, other_labels], work_dir=tmp_path / "bad", final_steps=2,
+                        final_probabilities=[0.0, 0.0], **kwargs)
+    with pytest.raises(CellcascadeError, match="final_steps"):
+        segmenter.train([image, other], [labels, other_labels], work_dir=tmp_path / "bad", final_steps=5,
+                        final_probabilities=[1.0, 0.0], **kwargs)
+
 def test_weight_average_is_a_running_mean_then_an_exponential_average():
     import torch
 
@@ -482,6 +503,32 @@ def test_a_run_can_train_only_some_kinds_of_arm_with_the_same_data(tmp_path):
     assert call["probabilities"] == same["probabilities"]
     assert all(np.array_equal(a, b) for a, b in zip(call["images"], same["images"], strict=True))
 
+
+class FinetuneRecordingSegmenter(ThresholdSegmenter):
+    """Also takes the fine-tuning draw, and records it."""
+
+    def train(self, images, labels, *, final_steps=0, final_probabilities=None, **kwargs):
+        out = super().train(images, labels, **kwargs)
+        self.calls[-1].update(final_steps=final_steps, final_probabilities=final_probabilities)
+        return out
+
+
+def test_real_finetune_steps_draw_only_the_real_patch_at_the_end_of_mixed_arms(tmp_path):
+    write_pairs(tmp_path / "synth", 3)
+    fake = FinetuneRecordingSegmenter()
+    result = run_benchmark([grid_item(shape=(96, 384))], tmp_path / "out", segmenter=fake, budget=8,
+                           synthetic=[tmp_path / "synth"], classic=False, seeds=(0,), steps=4, n_checkpoints=2,
+                           long_factor=1, n_synthetic=2, real_finetune_steps=2)
+    by_arm = dict(zip(result["arms"], fake.calls, strict=True))
+    assert by_arm["real + synth"]["final_steps"] == 2
+    assert by_arm["real + synth"]["final_probabilities"] == [1.0, 0.0, 0.0]  # the budget patch, then 2 synthetic
+    assert by_arm["real"]["final_steps"] == by_arm["synth"]["final_steps"] == 0  # the other arms as before
+    assert result["config"]["real_finetune_steps"] == 2
+    assert "only it over their last 2 steps (fine-tuning)" in (tmp_path / "out" / "benchmark.md").read_text()
+    with pytest.raises(CellcascadeError, match="real_finetune_steps must be in"):
+        run_benchmark([grid_item(shape=(96, 384))], tmp_path / "bad", segmenter=fake, steps=4, n_checkpoints=2,
+                      real_finetune_steps=4)
+    assert not (tmp_path / "bad").exists()
 
 @pytest.mark.parametrize("arms, message", [([], "arms must be"), (["everything"], "arms must be"),
                                            (["synthetic"], "need synthetic data")])

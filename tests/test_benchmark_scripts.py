@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -81,6 +82,19 @@ def test_runs_recorded_before_a_segmenter_setting_existed_pool_with_its_default(
     with pytest.raises(pool_runs.CellcascadeError, match="differ in more than their seeds and arms: segmenter"):
         pool_runs.pool([older, decayed])
 
+
+
+def test_real_only_runs_pool_with_fine_tuned_mixed_runs_but_mixed_arms_must_agree(tmp_path):
+    """`real_finetune_steps` changes only the arms with synthetic data; older runs had none (0)."""
+    pool_runs = load_script("pool_segmentation_runs")
+    real = fake_run([0, 1], {"real": [0.8, 0.8]}, synthetic=())  # recorded before the setting existed
+    tuned = [fake_run([s], {"real + x": [0.9]}) for s in (0, 1)]
+    for run in tuned:
+        run["config"]["real_finetune_steps"] = 240
+    assert [r["seed"] for r in pool_runs.pool([real, *tuned])["real + x"]] == [0, 1]
+    plain = fake_run([1], {"real + x": [0.9]})
+    with pytest.raises(pool_runs.CellcascadeError, match="different real_finetune_steps"):
+        pool_runs.pool([real, tuned[0], plain])
 
 @pytest.mark.parametrize(
     "second, message",
@@ -236,3 +250,42 @@ def test_touching_cells_refuses_bad_options_in_one_line_and_writes_nothing(tmp_p
     error = capsys.readouterr().err
     assert message in error and error.strip().count("\n") == 0
     assert not list(tmp_path.iterdir())
+
+
+def test_varying_brightness_of_a_generated_folder_keeps_labels_and_dtype_and_writes_nothing_on_bad_input(tmp_path, capsys):
+    from cellcascade.imaging import ImagingModel
+    from cellcascade.io.tiff import write_tiff
+
+    vary = load_script("vary_brightness")
+    cascade = tmp_path / "cascade"
+    (cascade / "imaging").mkdir(parents=True)
+    imaging = ImagingModel(dtype="uint16", background_level=20.0, psf_sigma=1.5, noise_gain=0.1, noise_offset=4.0)
+    (cascade / "imaging" / "config.json").write_text(json.dumps(imaging.to_dict()))
+    source = tmp_path / "generated"
+    source.mkdir()
+    labels = np.zeros((48, 48), np.uint16)
+    labels[5:20, 5:20], labels[28:44, 26:44] = 1, 2
+    for name in ("a", "b"):
+        write_tiff(source / f"{name}.tif", np.where(labels > 0, 120, 20).astype(np.uint16))
+        write_tiff(source / f"{name}_masks.tif", labels)
+    out = tmp_path / "varied"
+    assert vary.main([str(source), str(out), "--cascade", str(cascade), "--spread", "0.5"]) == 0
+    for name in ("a", "b"):
+        image, masks = tifffile.imread(out / f"{name}.tif"), tifffile.imread(out / f"{name}_masks.tif")
+        np.testing.assert_array_equal(masks, labels)
+        assert image.dtype == np.uint16
+        cell_means = [image[labels == i].mean() for i in (1, 2)]
+        assert not np.allclose(cell_means, 120, atol=2)  # the cells got their own brightness
+    assert json.loads((out / "brightness.json").read_text())["spread"] == 0.5
+    # a second run with the same seed gives the same files
+    again = tmp_path / "again"
+    assert vary.main([str(source), str(again), "--cascade", str(cascade), "--spread", "0.5"]) == 0
+    np.testing.assert_array_equal(tifffile.imread(again / "a.tif"), tifffile.imread(out / "a.tif"))
+    capsys.readouterr()
+    for args, message in (([str(source), str(out)], "exists"), ([str(tmp_path / "none"), str(tmp_path / "x")], "no NAME_masks"),
+                          ([str(source), str(tmp_path / "y"), "--spread", "-1"], "at least 0")):
+        assert vary.main([*args, "--cascade", str(cascade)]) == 2
+        assert message in capsys.readouterr().err
+    assert vary.main([str(source), str(tmp_path / "z"), "--cascade", str(tmp_path)]) == 2
+    assert "missing" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["again", "cascade", "generated", "varied"]

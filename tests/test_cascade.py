@@ -140,3 +140,25 @@ def test_finish_image_gives_real_dtype_and_missing_noise():
     out = finish_image(flat, imaging, np.random.default_rng(0))
     assert out.dtype == np.uint8
     assert 0.6 * np.sqrt(104) < out.std() < 1.4 * np.sqrt(104)  # variance 2*50 + 4 added to a noiseless image
+
+
+def test_brightness_spread_varies_the_cells_and_keeps_the_labels(tiny_cascade):
+    cascade = Cascade.load(tiny_cascade)
+    options = dict(seed=3, density=40.0, shapes_per_image=2, mask_steps=2, texture_steps=2)
+    plain = cascade.generate(0, (40, 48), **options)
+    varied = cascade.generate(0, (40, 48), brightness_spread=0.5, **options)
+    np.testing.assert_array_equal(varied.labels, plain.labels)
+    assert varied.cells == plain.cells and varied.image.dtype == plain.image.dtype
+    assert not np.array_equal(varied.image, plain.image)
+    again = cascade.generate(0, (40, 48), brightness_spread=0.5, **options)
+    np.testing.assert_array_equal(again.image, varied.image)
+
+
+def test_generate_refuses_a_bad_brightness_spread_before_writing(tiny_cascade, tmp_path, capsys):
+    for extra, message in ((["--brightness-spread", "-1"], "at least 0"),
+                           (["--brightness-spread", "0.3", "--dim", "3", "--size", "8", "40", "48"], "--dim 2")):
+        args = [a for a in GENERATE if a not in ("--size", "40", "48")] if "--dim" in extra else GENERATE
+        assert main(["generate", str(tiny_cascade), *args, *extra, "--out", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()

@@ -104,6 +104,7 @@ class Arm:
     labels: list[np.ndarray]
     probabilities: list[float]
     description: str
+    finetune_probabilities: list[float] | None = None  # real + synthetic arms: the real patch only
 
 
 @dataclass
@@ -130,6 +131,7 @@ def run_benchmark(
     n_checkpoints: int | None = None,
     long_factor: int | None = None,
     real_fraction: float = 0.5,
+    real_finetune_steps: int = 0,
     n_synthetic: int | None = None,
     tile: int | None = None,
     batch_size: int | None = None,
@@ -184,6 +186,10 @@ def run_benchmark(
         Cell diameter in network pixels (images are resized to it).
     ema : float
         Decay of the segmenter's weight average in [0, 1) (0 = raw weights; see ``CellposeSegmenter``).
+    real_finetune_steps : int
+        Real + synthetic arms draw only the real patch over their last this many steps: fine-tuning on the real
+        annotations after training on both (0 = none, the default). Checkpoints before it are those of a run
+        without it; the real-only and synthetic-only arms are unchanged.
     decay_steps : int
         Cellpose's final learning-rate decay over the last this many steps of every arm (0 = none; see
         ``CellposeSegmenter``). Needs `long_factor` 1: the long real-only row reads the short one's checkpoints
@@ -253,6 +259,8 @@ def run_benchmark(
     if decay_steps and long_factor > 1:
         raise CellcascadeError("a final learning-rate decay (decay_steps, --decay-steps) needs long_factor 1 "
                                "(--long-factor 1): the long real-only row's run holds the short row's checkpoints")
+    if not 0 <= real_finetune_steps < steps:
+        raise CellcascadeError(f"real_finetune_steps must be in 0..steps-1 ({steps - 1}), not {real_finetune_steps}")
     if not 0 < real_fraction < 1:
         raise CellcascadeError(f"real_fraction must be strictly between 0 and 1, not {real_fraction}")
     if n_synthetic < 1:
@@ -307,6 +315,7 @@ def run_benchmark(
         long_curve=curve + [steps * j for j in range(2, long_factor + 1)],
         long_name=long_name if long_factor > 1 else None,
         real_fraction=real_fraction,
+        real_finetune_steps=real_finetune_steps,
         n_synthetic=n_synthetic,
         mask_options=_mask_options(grid, shrinks) if tune_masks else [{}],
         arm_kinds=arms,
@@ -324,6 +333,7 @@ def run_benchmark(
         "long_factor": long_factor,
         "long_checkpoints": plan.long_curve if long_factor > 1 else [],
         "real_fraction": real_fraction,
+        "real_finetune_steps": real_finetune_steps,
         "n_synthetic": n_synthetic,
         "quick": quick,
         "segmenter": {"name": segmenter.name, **getattr(segmenter, "config", {})},
@@ -429,6 +439,7 @@ class _Plan:
     long_curve: list[int]
     long_name: str | None
     real_fraction: float
+    real_finetune_steps: int
     n_synthetic: int
     mask_options: list[dict]  # keyword arguments of `segmenter.predict` to choose from; [{}]: its defaults only
     arm_kinds: tuple[str, ...] = ARM_KINDS
@@ -469,6 +480,7 @@ def _run_arms(plan: _Plan) -> tuple[dict[str, dict], list[dict], dict[str, np.nd
                     work_dir=Path(work) / f"seed{seed}-arm{index}",
                     checkpoints=plan.long_curve if long_run else plan.curve,
                     probabilities=arm.probabilities,
+                    **_finetune(arm, plan.real_finetune_steps),
                 )
                 train_s = time.time() - tic
                 tic = time.time()
@@ -622,9 +634,20 @@ def _arms(budget: Budget, synthetic_sets: list[dict], real_fraction: float) -> l
                 [budget.labels] + source["labels"],
                 [real_fraction] + [(1 - real_fraction) / n] * n,
                 f"budget patch (drawn with p={real_fraction:g}) + {n} {source['kind']} synthetic images",
+                finetune_probabilities=[1.0] + [0.0] * n,
             ))
         )
     return arms
+
+
+def _finetune(arm: Arm, steps: int) -> dict:
+    """Keyword arguments of ``Segmenter.train`` for fine-tuning `arm` on the real patch over its last `steps` steps.
+
+    Empty when there is nothing to fine-tune, so segmenters without the option keep working.
+    """
+    if not steps or arm.finetune_probabilities is None:
+        return {}
+    return {"final_steps": steps, "final_probabilities": arm.finetune_probabilities}
 
 
 # -------------------------------------------------------------------- scores
@@ -833,7 +856,9 @@ def markdown_report(result: dict) -> str:
                      f"first), chosen from {config['shrink_fractions']}; shown as -N% after the thresholds.")
     lines += [
         f"- Every arm: {config['steps']} optimizer steps (checkpoints {config['checkpoints']}); seeds {config['seeds']}; "
-        f"real + synthetic arms draw the real patch with p = {config['real_fraction']}.",
+        f"real + synthetic arms draw the real patch with p = {config['real_fraction']}"
+        + (f", and only it over their last {config['real_finetune_steps']} steps (fine-tuning)."
+           if config.get("real_finetune_steps") else "."),
     ]
     for source in result["synthetic_sources"]:
         lines.append(f"- Synthetic source `{source['name']}` ({source['kind']}): {source['n_images']} images per seed, "

@@ -33,7 +33,8 @@ class Segmenter(Protocol):
 
     ``train`` must do exactly ``steps`` optimizer steps whatever the number of images (so arms with more images
     do not get more training), draw image ``i`` with probability ``probabilities[i]``, and be deterministic for a
-    given ``seed``. ``predict`` returns label images with consecutive ids. A segmenter may also offer
+    given ``seed``; with ``final_steps`` > 0, draw with ``final_probabilities`` over the last ``final_steps`` steps
+    instead (the benchmark passes these only when it fine-tunes). ``predict`` returns label images with consecutive ids. A segmenter may also offer
     ``predict_each(checkpoint, images, *, diameter, mask_options)``: the predictions with each of several
     `mask_options` at once (one list per option), which the benchmark's threshold search then uses.
     """
@@ -50,6 +51,8 @@ class Segmenter(Protocol):
         work_dir: str | Path,
         checkpoints: Sequence[int],
         probabilities: Sequence[float] | None = None,
+        final_steps: int = 0,
+        final_probabilities: Sequence[float] | None = None,
     ) -> list[Checkpoint]: ...
 
     def predict(self, checkpoint: Checkpoint, images: Sequence[np.ndarray], *, diameter: float,
@@ -101,6 +104,14 @@ def label_diameter(labels: np.ndarray) -> float:
         raise CellcascadeError("cannot measure the cell diameter of an empty label image")
     return max(5.0, float(np.sqrt(np.median(areas) / np.pi) * 2))
 
+
+
+def _draw_probabilities(values: Sequence[float], n: int, name: str) -> np.ndarray:
+    """`values` as float64 probabilities that sum to 1, checked: one non-negative number per image, not all zero."""
+    probabilities = np.asarray(values, dtype=np.float64)
+    if probabilities.shape != (n,) or probabilities.min() < 0 or not probabilities.sum() > 0:
+        raise CellcascadeError(f"{name} must be one non-negative number per image, not all zero")
+    return probabilities / probabilities.sum()
 
 @dataclass
 class CellposeSegmenter:
@@ -222,6 +233,8 @@ class CellposeSegmenter:
         work_dir: str | Path,
         checkpoints: Sequence[int],
         probabilities: Sequence[float] | None = None,
+        final_steps: int = 0,
+        final_probabilities: Sequence[float] | None = None,
     ) -> list[Checkpoint]:
         """Train from random weights for exactly `steps` optimizer steps.
 
@@ -241,6 +254,12 @@ class CellposeSegmenter:
             Steps after which to save the weights, each in 1..steps (`steps` is always saved).
         probabilities : sequence of float, optional
             Chance to draw each image for a tile (default: uniform).
+        final_steps : int
+            Over the last `final_steps` steps, draw with `final_probabilities` instead (e.g. the real images only:
+            fine-tuning after training on real + synthetic images). The steps before, and their checkpoints, are
+            those of a run without it (default 0: none).
+        final_probabilities : sequence of float, optional
+            Chance to draw each image over the last `final_steps` steps; needed when `final_steps` > 0.
 
         Returns
         -------
@@ -260,12 +279,13 @@ class CellposeSegmenter:
         if wanted[0] < 1 or wanted[-1] > steps:
             raise CellcascadeError(f"checkpoints must lie in 1..{steps}, got {sorted(checkpoints)}")
         n = len(images)
-        if probabilities is None:
-            probabilities = np.full(n, 1.0 / n)
-        probabilities = np.asarray(probabilities, dtype=np.float64)
-        if probabilities.shape != (n,) or probabilities.min() < 0 or not probabilities.sum() > 0:
-            raise CellcascadeError("probabilities must be one non-negative number per image, not all zero")
-        probabilities = probabilities / probabilities.sum()
+        probabilities = _draw_probabilities(np.full(n, 1.0 / n) if probabilities is None else probabilities, n,
+                                            "probabilities")
+        if not 0 <= final_steps <= steps:
+            raise CellcascadeError(f"final_steps must be in 0..steps ({steps}), not {final_steps}")
+        if final_steps and final_probabilities is None:
+            raise CellcascadeError("final_steps > 0 needs final_probabilities")
+        final = _draw_probabilities(final_probabilities, n, "final_probabilities") if final_steps else probabilities
 
         work_dir = Path(work_dir)
         work_dir.mkdir(parents=True, exist_ok=True)
@@ -296,7 +316,7 @@ class CellposeSegmenter:
         numpy_state = np.random.get_state()  # random_rotate_and_resize draws from NumPy's global generator
         try:
             for step in range(1, steps + 1):
-                picks = rng.choice(n, size=self.batch_size, p=probabilities)
+                picks = rng.choice(n, size=self.batch_size, p=final if step > steps - final_steps else probabilities)
                 np.random.seed(int(rng.integers(2**31)))
                 tiles, targets = transforms.random_rotate_and_resize(
                     [stacks[i] for i in picks],

@@ -23,6 +23,7 @@ import torch
 from cellcascade.data import AnnotatedImage, require_ndim
 from cellcascade.errors import CellcascadeError
 from cellcascade.imaging import ImagingModel
+from cellcascade.imaging.brightness import vary_cell_brightness
 from cellcascade.imaging.noise import add_noise, fit_noise
 from cellcascade.io.manifest import package_version
 from cellcascade.models.multiview import check_multiview_preset
@@ -158,6 +159,7 @@ class Cascade:
         mask_steps: int = 20,
         texture_steps: int = 20,
         border_margin: int = 0,
+        brightness_spread: float = 0.0,
     ) -> GeneratedSample:
         """Sample `index` of a run with `seed`: labels from stages 1+4, intensities from stages 5+6.
 
@@ -169,6 +171,10 @@ class Cascade:
         cells), textured and finished whole, then cut to `size`: cells cross the image border as in a
         microscope's field of view (:func:`cellcascade.population.field_of_view.crop_field_of_view`; the per-cell
         table then says which cells are ``cut``).
+
+        With `brightness_spread` > 0 each cell's signal is scaled by its own log-normal factor before the noise is
+        added (:func:`cellcascade.imaging.brightness.vary_cell_brightness`): dimmer and brighter cells than the
+        texture model draws by itself.
         """
         margin = int(border_margin)
         if margin < 0:
@@ -184,6 +190,10 @@ class Cascade:
         sample_seed = labels.seeds[0]
         generator = torch.Generator().manual_seed(sample_seed + 1)
         texture = self.texture(labels.labels[0], texture_steps, generator=generator).image
+        if brightness_spread:
+            texture = vary_cell_brightness(texture, labels.labels[0], spread=brightness_spread,
+                                           background=self.imaging.background_level,
+                                           rng=np.random.default_rng(sample_seed + 3))
         image = finish_image(texture, self.imaging, np.random.default_rng(sample_seed + 2))
         label_image, table = crop_field_of_view(labels.labels[0], labels.cells[0], margin)  # adds "cut" to the table
         image = image[margin : margin + size[0], margin : margin + size[1]]

@@ -289,3 +289,30 @@ def test_varying_brightness_of_a_generated_folder_keeps_labels_and_dtype_and_wri
     assert vary.main([str(source), str(tmp_path / "z"), "--cascade", str(tmp_path)]) == 2
     assert "missing" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["again", "cascade", "generated", "varied"]
+
+
+def test_cutting_a_generated_folder_gives_the_field_of_view_and_writes_nothing_on_bad_input(tmp_path, capsys):
+    from cellcascade.io.tiff import write_tiff
+    from cellcascade.population.field_of_view import crop_field_of_view
+
+    cut = load_script("cut_field_of_view")
+    source = tmp_path / "generated"
+    source.mkdir()
+    labels = np.zeros((40, 40), np.uint16)
+    labels[2:12, 2:12], labels[15:25, 15:25], labels[28:39, 4:12] = 1, 2, 3  # cells 1 and 3 cross a 6-px margin
+    image = (np.arange(1600).reshape(40, 40) % 251).astype(np.uint16)
+    write_tiff(source / "a.tif", image)
+    write_tiff(source / "a_masks.tif", labels)
+    out = tmp_path / "cut"
+    assert cut.main([str(source), str(out), "--margin", "6"]) == 0
+    assert "3 cells, 2 of them cut by the border (67%)" in capsys.readouterr().out
+    np.testing.assert_array_equal(tifffile.imread(out / "a.tif"), image[6:34, 6:34])
+    expected, _ = crop_field_of_view(labels, [{"id": 1}, {"id": 2}, {"id": 3}], 6)
+    np.testing.assert_array_equal(tifffile.imread(out / "a_masks.tif"), expected)
+    assert json.loads((out / "field_of_view.json").read_text())["cut_cells"] == 2
+    for args, message in (([str(source), str(out), "--margin", "6"], "exists"),
+                          ([str(source), str(tmp_path / "x"), "--margin", "0"], "at least 1"),
+                          ([str(source), str(tmp_path / "y"), "--margin", "30"], "margin must be")):
+        assert cut.main(args) == 2
+        assert message in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut", "generated"]

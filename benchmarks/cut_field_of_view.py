@@ -13,55 +13,31 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
-import tifffile
-from tqdm import tqdm
 
 from cellcascade.errors import CellcascadeError
+from cellcascade.io.output import rewrite_pairs
 from cellcascade.population.field_of_view import crop_field_of_view
 
 
 def cut_folder(source: Path, out: Path, margin: int) -> tuple[int, int, int]:
     """Write every ``NAME.tif`` + ``NAME_masks.tif`` pair of `source`, cut, to `out`; returns (pairs, cells, cut cells)."""
-    masks = sorted(source.glob("*_masks.tif"))
-    if not masks:
-        raise CellcascadeError(f"{source}: no NAME_masks.tif files")
-    if out.exists():
-        raise CellcascadeError(f"{out}: exists; choose a new folder")
-    partial = out.with_name(out.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    try:
-        counts = _cut_pairs(masks, partial, margin)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)  # nothing half-written
-        raise
-    (partial / "field_of_view.json").write_text(json.dumps(
-        {"source": str(source), "margin": margin, "cells": counts[0], "cut_cells": counts[1],
-         "command": " ".join(sys.argv)}, indent=1))
-    partial.rename(out)
-    return len(masks), *counts
 
-
-def _cut_pairs(masks: list[Path], partial: Path, margin: int) -> tuple[int, int]:
-    """Cut each pair into `partial`; returns (cells, cut cells) over all images."""
-    n_cells = n_cut = 0
-    for mask_file in tqdm(masks, desc="images", unit="image"):
-        image_file = mask_file.with_name(mask_file.name.replace("_masks.tif", ".tif"))
-        image, labels = tifffile.imread(image_file), tifffile.imread(mask_file)
+    def cut(index: int, image: np.ndarray, labels: np.ndarray):
         table = [{"id": int(i)} for i in np.unique(labels[labels > 0])]
         cut_labels, cut_table = crop_field_of_view(labels, table, margin)
-        n_cells += len(cut_table)
-        n_cut += sum(bool(c["cut"]) for c in cut_table)
-        tifffile.imwrite(partial / image_file.name, image[margin:-margin or None, margin:-margin or None],
-                         compression="zlib")
-        tifffile.imwrite(partial / mask_file.name, cut_labels, compression="zlib")
-    return n_cells, n_cut
+        return image[margin:-margin, margin:-margin], cut_labels, (len(cut_table), sum(c["cut"] for c in cut_table))
+
+    def record(counts: list[tuple[int, int]]) -> tuple[str, dict]:
+        cells, cut_cells = (int(sum(c[i] for c in counts)) for i in (0, 1))
+        return "field_of_view.json", {"source": str(source), "margin": margin, "cells": cells, "cut_cells": cut_cells,
+                                      "command": " ".join(sys.argv)}
+
+    counts = rewrite_pairs(source, out, cut, record=record)
+    return len(counts), *(int(sum(c[i] for c in counts)) for i in (0, 1))
 
 
 def main(argv: list[str] | None = None) -> int:

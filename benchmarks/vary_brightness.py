@@ -17,50 +17,38 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
-import tifffile
 from scipy import ndimage as ndi
-from tqdm import tqdm
 
 from cellcascade.errors import CellcascadeError
 from cellcascade.imaging import ImagingModel
 from cellcascade.imaging.brightness import cell_factor_map
+from cellcascade.io.output import rewrite_pairs
 
 
 def vary_folder(source: Path, out: Path, imaging: ImagingModel, spread: float, seed: int) -> int:
     """Write every ``NAME.tif`` + ``NAME_masks.tif`` pair of `source` to `out` with varied cells; returns the count."""
-    masks = sorted(source.glob("*_masks.tif"))
-    if not masks:
-        raise CellcascadeError(f"{source}: no NAME_masks.tif files")
-    if out.exists():
-        raise CellcascadeError(f"{out}: exists; choose a new folder")
-    partial = out.with_name(out.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    for index, mask_file in enumerate(tqdm(masks, desc="images", unit="image")):
-        image_file = mask_file.with_name(mask_file.name.replace("_masks.tif", ".tif"))
-        image, labels = tifffile.imread(image_file), tifffile.imread(mask_file)
+    background = imaging.background_level
+
+    def vary(index: int, image: np.ndarray, labels: np.ndarray):
         rng = np.random.default_rng(seed + index)
-        background = imaging.background_level
         factor = cell_factor_map(labels, spread=spread, rng=rng)
         varied = background + (image.astype(np.float32) - background) * factor
+        # where the factor is below 1 the noise was scaled down with the signal: add back what it lost
         expected = np.maximum(ndi.gaussian_filter(varied, 1.0), 0.0)
         lost = np.clip(1.0 - factor**2, 0.0, None) * (imaging.noise_gain * expected + imaging.noise_offset)
         varied = varied + rng.normal(0.0, 1.0, image.shape) * np.sqrt(lost)
-        info = np.iinfo(image.dtype) if image.dtype.kind in "ui" else None
-        if info is not None:
+        if image.dtype.kind in "ui":
+            info = np.iinfo(image.dtype)
             varied = np.clip(np.rint(varied), info.min, info.max)
-        tifffile.imwrite(partial / image_file.name, varied.astype(image.dtype), compression="zlib")
-        shutil.copy2(mask_file, partial / mask_file.name)
-    (partial / "brightness.json").write_text(json.dumps(
-        {"source": str(source), "spread": spread, "seed": seed, "background": imaging.background_level,
-         "command": " ".join(sys.argv)}, indent=1))
-    partial.rename(out)
-    return len(masks)
+        return varied.astype(image.dtype), labels, None
+
+    record = {"source": str(source), "spread": spread, "seed": seed, "background": background,
+              "command": " ".join(sys.argv)}
+    return len(rewrite_pairs(source, out, vary, record=lambda infos: ("brightness.json", record)))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -187,3 +187,37 @@ def test_every_format_is_listed_and_writes_the_files_it_reports(tmp_path):
         files = write_sample(tmp_path / format, format, 0, image, labels, spacing=SPACING[3])
         assert set(files) == {"image", "labels"}
         assert all((tmp_path / format / path).exists() for path in files.values())
+
+
+def test_rewrite_pairs_transforms_every_pair_into_a_folder_that_appears_whole(tmp_path):
+    import json
+
+    from cellcascade.io.output import rewrite_pairs
+
+    source = tmp_path / "in"
+    source.mkdir()
+    for name, value in (("b", 7), ("a", 3)):
+        tifffile.imwrite(source / f"{name}.tif", np.full((4, 6), value, np.uint16))
+        tifffile.imwrite(source / f"{name}_masks.tif", np.eye(4, 6, dtype=np.uint16))
+
+    def double(index, image, labels):
+        return image * 2, labels + 1, (index, int(image[0, 0]))
+
+    infos = rewrite_pairs(source, tmp_path / "out", double, record=lambda infos: ("done.json", {"n": len(infos)}))
+    assert infos == [(0, 3), (1, 7)]  # in name order
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "out" / "b.tif"), np.full((4, 6), 14))
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "out" / "a_masks.tif"), np.eye(4, 6) + 1)
+    assert json.loads((tmp_path / "out" / "done.json").read_text()) == {"n": 2}
+
+    def fails_on_the_second(index, image, labels):
+        if index == 1:
+            raise CellcascadeError("broken")
+        return image, labels, None
+
+    with pytest.raises(CellcascadeError, match="broken"):
+        rewrite_pairs(source, tmp_path / "half", fails_on_the_second)
+    with pytest.raises(CellcascadeError, match="exists"):
+        rewrite_pairs(source, tmp_path / "out", double)
+    with pytest.raises(CellcascadeError, match="no NAME_masks"):
+        rewrite_pairs(tmp_path / "out" / "missing", tmp_path / "other", double)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out"]  # nothing half-written

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 from pathlib import Path
 
@@ -47,3 +48,35 @@ def output_folder(out: str | Path, overwrite: bool = False, *, shared: bool = Fa
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
+
+
+def rewrite_pairs(source: str | Path, out: str | Path, transform, *, record=None, desc: str = "images") -> list:
+    """Write every ``NAME.tif`` + ``NAME_masks.tif`` pair of `source`, transformed, to the new folder `out`.
+
+    ``transform(index, image, labels)`` gets the pair's arrays (image in its dtype, labels integer, both (Y, X)) and
+    returns ``(image, labels, info)``; the new pair keeps the names and `info` is collected. ``record(infos)``, if
+    given, returns ``(file name, dict)``: a JSON file written beside the pairs (e.g. what was done, and totals). `out`
+    appears only when all of it is written (:func:`output_folder`); it must not exist yet. Returns the `info` of every
+    pair, in name order.
+    """
+    import tifffile
+    from tqdm import tqdm
+
+    source = Path(source)
+    masks = sorted(source.glob("*_masks.tif"))
+    if not masks:
+        raise CellcascadeError(f"{source}: no NAME_masks.tif files")
+    if Path(out).exists():
+        raise CellcascadeError(f"{out}: exists; choose a new folder")
+    infos = []
+    with output_folder(out) as tmp:
+        for index, mask_file in enumerate(tqdm(masks, desc=desc, unit="image")):
+            image_file = mask_file.with_name(mask_file.name.replace("_masks.tif", ".tif"))
+            image, labels, info = transform(index, tifffile.imread(image_file), tifffile.imread(mask_file))
+            tifffile.imwrite(tmp / image_file.name, image, compression="zlib")
+            tifffile.imwrite(tmp / mask_file.name, labels, compression="zlib")
+            infos.append(info)
+        if record is not None:
+            name, content = record(infos)
+            (tmp / name).write_text(json.dumps(content, indent=1))
+    return infos

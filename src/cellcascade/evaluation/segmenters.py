@@ -34,9 +34,10 @@ class Segmenter(Protocol):
     ``train`` must do exactly ``steps`` optimizer steps whatever the number of images (so arms with more images
     do not get more training), draw image ``i`` with probability ``probabilities[i]``, and be deterministic for a
     given ``seed``; with ``final_steps`` > 0, draw with ``final_probabilities`` over the last ``final_steps`` steps
-    instead (the benchmark passes these only when it fine-tunes). ``predict`` returns label images with consecutive ids. A segmenter may also offer
-    ``predict_each(checkpoint, images, *, diameter, mask_options)``: the predictions with each of several
-    `mask_options` at once (one list per option), which the benchmark's threshold search then uses.
+    instead (the benchmark passes these only when it fine-tunes). ``predict`` returns label images with consecutive
+    ids. A segmenter may also offer ``predict_each(checkpoint, images, *, diameter, mask_options)``: the
+    predictions with each of several `mask_options` at once (one list per option), which the benchmark's threshold
+    search then uses.
     """
 
     name: str
@@ -105,13 +106,13 @@ def label_diameter(labels: np.ndarray) -> float:
     return max(5.0, float(np.sqrt(np.median(areas) / np.pi) * 2))
 
 
-
 def _draw_probabilities(values: Sequence[float], n: int, name: str) -> np.ndarray:
     """`values` as float64 probabilities that sum to 1, checked: one non-negative number per image, not all zero."""
     probabilities = np.asarray(values, dtype=np.float64)
     if probabilities.shape != (n,) or probabilities.min() < 0 or not probabilities.sum() > 0:
         raise CellcascadeError(f"{name} must be one non-negative number per image, not all zero")
     return probabilities / probabilities.sum()
+
 
 @dataclass
 class CellposeSegmenter:

@@ -53,28 +53,29 @@ def output_folder(out: str | Path, overwrite: bool = False, *, shared: bool = Fa
 def rewrite_pairs(source: str | Path, out: str | Path, transform, *, record=None, desc: str = "images") -> list:
     """Write every ``NAME.tif`` + ``NAME_masks.tif`` pair of `source`, transformed, to the new folder `out`.
 
-    ``transform(index, image, labels)`` gets the pair's arrays (image in its dtype, labels integer, both (Y, X)) and
-    returns ``(image, labels, info)``; the new pair keeps the names and `info` is collected. ``record(infos)``, if
-    given, returns ``(file name, dict)``: a JSON file written beside the pairs (e.g. what was done, and totals). `out`
-    appears only when all of it is written (:func:`output_folder`); it must not exist yet. Returns the `info` of every
-    pair, in name order.
+    The pairs are read by :func:`cellcascade.data.read_pairs` (its checks and one-line errors) and written by
+    :func:`cellcascade.io.tiff.write_tiff`. ``transform(index, image, labels)`` gets the pair's arrays (image in its
+    file's dtype, labels int32, both (Y, X)) and returns ``(image, labels, info)``; the new pair keeps the names and
+    `info` is collected. ``record(infos)``, if given, returns ``(file name, dict)``: a JSON file written beside the
+    pairs (e.g. what was done, and totals). `out` appears only when all of it is written (:func:`output_folder`); it
+    must not exist yet. Returns the `info` of every pair, in name order.
     """
-    import tifffile
     from tqdm import tqdm
 
-    source = Path(source)
-    masks = sorted(source.glob("*_masks.tif"))
-    if not masks:
-        raise CellcascadeError(f"{source}: no NAME_masks.tif files")
+    from cellcascade.data import read_pairs
+    from cellcascade.io.tiff import write_tiff
+
     if Path(out).exists():
         raise CellcascadeError(f"{out}: exists; choose a new folder")
+    if not any(Path(source).glob("*_masks.tif")):
+        raise CellcascadeError(f"{source}: no NAME_masks.tif files")
+    items = read_pairs(source)
     infos = []
     with output_folder(out) as tmp:
-        for index, mask_file in enumerate(tqdm(masks, desc=desc, unit="image")):
-            image_file = mask_file.with_name(mask_file.name.replace("_masks.tif", ".tif"))
-            image, labels, info = transform(index, tifffile.imread(image_file), tifffile.imread(mask_file))
-            tifffile.imwrite(tmp / image_file.name, image, compression="zlib")
-            tifffile.imwrite(tmp / mask_file.name, labels, compression="zlib")
+        for index, item in enumerate(tqdm(items, desc=desc, unit="image")):
+            image, labels, info = transform(index, item.image, item.labels)
+            write_tiff(tmp / f"{item.name}.tif", image)
+            write_tiff(tmp / f"{item.name}_masks.tif", labels)
             infos.append(info)
         if record is not None:
             name, content = record(infos)

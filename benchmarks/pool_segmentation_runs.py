@@ -33,7 +33,21 @@ _PER_RUN = {"seeds", "command", "versions", "threads", "arms"}
 _SOURCE_KEYS = {"synthetic", "n_synthetic", "classic", "real_fraction", "real_finetune_steps"}
 # settings added after runs were recorded, with the value every earlier run trained with
 _SEGMENTER_DEFAULTS = {"decay_steps": 0}
-_CONFIG_DEFAULTS = {"real_finetune_steps": 0}
+_CONFIG_DEFAULTS = {"real_finetune_steps": 0, "ensemble": 1}
+
+
+def _reference(arm: str, arms) -> str | None:
+    """The row an arm's "SEG vs real" compares with: "real (ensemble of K)" for "<arm> (ensemble of K)", else
+    "real"; None for the reference itself and when the runs do not hold it.
+
+    >>> _reference("real + a (ensemble of 3)", ["real", "real (ensemble of 3)"])
+    'real (ensemble of 3)'
+    >>> _reference("real (4× steps)", ["real"]), _reference("real (ensemble of 3)", ["real"]), _reference("real", ["real"])
+    ('real', None, None)
+    """
+    start = arm.rfind(" (ensemble of ")
+    reference = "real" + (arm[start:] if start >= 0 else "")
+    return reference if reference != arm and reference in arms else None
 
 
 def _uses_synthetic(arm: str) -> bool:
@@ -70,22 +84,24 @@ def pool(results: list[dict]) -> dict:
 
 def report(pooled: dict, paths: list[Path], command: str) -> str:
     summary = {arm: _summarize(runs) for arm, runs in pooled.items()}  # the benchmark's own mean ± std (ddof = 1)
-    reference = summary.get("real")
     lines = ["# Segmentation benchmark, seeds pooled over runs", "", f"Command: `{command}`", "",
              "Runs: " + ", ".join(f"[{p.stem}]({p.stem}.md)" for p in paths) + " (identical configuration but the seeds and arms).",
              "", "| arm | seeds | chosen steps | SEG (mean ± std) | SEG per seed | AP@0.5 (mean ± std) | SEG vs real |",
              "|---|---|---|---|---|---|---|"]
     for arm, s in summary.items():
-        gain = "" if reference is None or arm == "real" else f"{s['seg_mean'] / reference['seg_mean'] - 1:+.1%}"
+        reference = summary.get(_reference(arm, summary))
+        gain = "" if reference is None else f"{s['seg_mean'] / reference['seg_mean'] - 1:+.1%}"
         per_seed = ", ".join(f"{run['test_seg']:.3f}" for run in pooled[arm])
         lines.append(f"| {arm} | {', '.join(map(str, s['seeds']))} | {', '.join(map(str, s['chosen_steps']))} | "
                      f"{_fmt(s['seg_mean'], s['seg_std'])} | {per_seed} | {_fmt(s['ap50_mean'], s['ap50_std'])} | {gain} |")
-    notes = ["", "Std over seeds, ddof = 1. \"SEG vs real\": relative difference of the means."]
-    if reference is not None:
-        other = [arm for arm, stats in summary.items() if sorted(stats["seeds"]) != sorted(reference["seeds"])]
-        if other:  # a gain over real's mean on other seeds mixes seed noise into it: say so under the table
-            notes.append(f"Seeds differ from real's ({', '.join(map(str, reference['seeds']))}) for "
-                         f"{', '.join(other)}: their \"SEG vs real\" compares means over different seeds.")
+    notes = ["", "Std over seeds, ddof = 1. \"SEG vs real\": relative difference of the means (an ensemble row: "
+             "against real only's ensemble row)."]
+    for arm, stats in summary.items():
+        name = _reference(arm, summary)
+        if name is not None and sorted(stats["seeds"]) != sorted(summary[name]["seeds"]):
+            # a gain over real's mean on other seeds mixes seed noise into it: say so under the table
+            notes.append(f"Seeds differ from {name}'s ({', '.join(map(str, summary[name]['seeds']))}) for "
+                         f"{arm}: its \"SEG vs real\" compares means over different seeds.")
     return "\n".join(lines + notes + [""])
 
 

@@ -65,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
                              "--long-factor 1")
     parser.add_argument("--test-augment", action="store_true",
                         help="Cellpose's test-time augmentation (flipped overlapping tiles, averaged) on validation and test")
+    parser.add_argument("--ensemble", type=int, default=1, metavar="K",
+                        help="also score every arm with its K best validation checkpoints together (their network "
+                             "outputs averaged, mask thresholds chosen again on validation), as the extra row "
+                             "'<arm> (ensemble of K)'; default 1: none. Needs --long-factor 1")
     parser.add_argument("--tune-masks", action="store_true",
                         help="choose Cellpose's mask thresholds (cellprob, flow) with the steps on the validation cells")
     parser.add_argument("--cellprob-thresholds", type=float, nargs="+", default=None,
@@ -120,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                 ema=args.ema,
                 decay_steps=args.decay_steps,
                 test_augment=args.test_augment,
+                ensemble=args.ensemble,
                 tune_masks=args.tune_masks,
                 mask_threshold_grid=threshold_grid(args.cellprob_thresholds, args.flow_thresholds),
                 shrink_fractions=args.shrink_fractions,

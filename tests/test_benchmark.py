@@ -212,6 +212,37 @@ def test_predict_each_gives_cellposes_own_masks_for_every_threshold_pair(tmp_pat
 
 
 @pytest.mark.slow
+def test_an_ensemble_of_checkpoints_averages_their_flows_and_cell_probabilities(tmp_path):
+    from cellpose import dynamics
+
+    from cellcascade.evaluation.segmenters import _load_weights
+
+    image, labels = normalized_grid()
+    diameter = label_diameter(labels)
+    segmenter = CellposeSegmenter(tile=32, batch_size=2)
+    first, last = segmenter.train([image], [labels], steps=3, seed=0, work_dir=tmp_path, checkpoints=[1])
+    options = [dict(cellprob_threshold=-20.0, flow_threshold=0.0), dict(cellprob_threshold=0.0, flow_threshold=0.4)]
+    (alone,), _ = segmenter.predict_each(last, [image], diameter=diameter, mask_options=options)
+    (twice,), _ = segmenter.predict_each([last, last], [image], diameter=diameter, mask_options=options)
+    np.testing.assert_array_equal(twice, alone)  # two copies of one network: the same outputs
+    (both,), _ = segmenter.predict_each([first, last], [image], diameter=diameter, mask_options=options)
+    outputs = []
+    for checkpoint in (first, last):  # the known answer: Cellpose's masks from the two networks' mean outputs
+        model = segmenter._new_model()
+        _load_weights(model.net, checkpoint.path)
+        outputs.append(model.eval(image, channels=None, normalize={"normalize": False}, diameter=diameter,
+                                  compute_masks=False)[1])
+    expected = dynamics.resize_and_compute_masks(
+        np.mean([o[1] for o in outputs], axis=0), np.mean([o[2] for o in outputs], axis=0),
+        niter=diameter / segmenter.diam_mean * 200, cellprob_threshold=-20.0, flow_threshold=0.0, interp=True,
+        min_size=15, max_size_fraction=0.4)
+    assert both.max() > 0
+    np.testing.assert_array_equal(both, relabel(expected))
+    with pytest.raises(CellcascadeError, match="at least one checkpoint"):
+        segmenter.predict_each([], [image], diameter=diameter, mask_options=options)
+
+
+@pytest.mark.slow
 def test_weight_averaged_checkpoints_do_not_depend_on_the_steps_that_follow(tmp_path):
     image, labels = normalized_grid()
     averaged = CellposeSegmenter(tile=32, batch_size=2, ema=0.9)
@@ -417,6 +448,62 @@ def test_threshold_search_makes_one_pass_per_checkpoint_when_the_segmenter_can(t
     # validation: one pass per checkpoint with all 6 pairs; test: the chosen pair only
     assert fake.passes == [len(MASK_THRESHOLD_GRID)] * 2 + [1] and len(fake.options) == 12 + 1
     assert tuned["arms"]["real"]["runs"][0]["chosen_mask_options"] == {"cellprob_threshold": 0.0, "flow_threshold": 0.8}
+
+
+class EnsembleSegmenter(OnePassSegmenter):
+    """Takes a list of checkpoints in predict_each (an ensemble segments like its latest member) and records the
+    steps of every call."""
+
+    def __init__(self):
+        super().__init__()
+        self.members = []
+
+    def predict_each(self, checkpoint, images, *, diameter, mask_options):
+        members = [checkpoint] if isinstance(checkpoint, Checkpoint) else list(checkpoint)
+        self.members.append([c.step for c in members])
+        latest = max(members, key=lambda c: c.step)
+        return [self.predict(latest, images, diameter=diameter, **option) for option in mask_options]
+
+    def predict(self, checkpoint, images, *, diameter, cellprob_threshold=0.0, flow_threshold=0.4):
+        # step 1 finds nothing, steps 2 and 3 find every cell, step 4 only with flow_threshold 0.8
+        threshold = 5.0 if checkpoint.step == 1 or (checkpoint.step == 4 and flow_threshold != 0.8) else 0.5
+        return [relabel(ndi.label(image > threshold)[0]) for image in images]
+
+
+def test_an_ensemble_row_uses_the_best_validation_checkpoints_and_chooses_its_own_thresholds(tmp_path):
+    kwargs = dict(budget=8, classic=False, seeds=(0,), steps=4, n_checkpoints=4, long_factor=1, tune_masks=True,
+                  mask_threshold_grid=[(0.0, 0.4), (0.0, 0.8)])
+    fake = EnsembleSegmenter()
+    result = run_benchmark([grid_item(shape=(96, 384))], tmp_path / "out", ensemble=3, segmenter=fake, **kwargs)
+    assert list(result["arms"]) == ["real", "real (ensemble of 3)"] and result["config"]["ensemble"] == 3
+    single, ensemble = (result["arms"][name]["runs"][0] for name in result["arms"])
+    assert single["chosen_step"] == 2 and "ensemble_steps" not in single  # the earliest of the equal best
+    # steps 2, 3 and 4 score alike (4 with flow 0.8); the ensemble of them segments like step 4, on validation
+    # and on test, so it needs flow 0.8 where the single checkpoint kept the defaults
+    assert ensemble["ensemble_steps"] == [2, 3, 4] and ensemble["chosen_step"] == 4
+    # validation of every checkpoint, the single row's test, then the ensemble's validation and test
+    assert fake.members == [[1], [2], [3], [4], [2], [2, 3, 4], [2, 3, 4]]
+    assert single["chosen_mask_options"]["flow_threshold"] == 0.4
+    assert ensemble["chosen_mask_options"]["flow_threshold"] == 0.8
+    assert ensemble["test_seg"] == pytest.approx(single["test_seg"]) and single["test_seg"] > 0.8
+    assert "| real (ensemble of 3) | 1 | 4 | 2+3+4 (0.0, 0.8) |" in (tmp_path / "out" / "benchmark.md").read_text()
+    plain = run_benchmark([grid_item(shape=(96, 384))], tmp_path / "plain", segmenter=EnsembleSegmenter(), **kwargs)
+    assert list(plain["arms"]) == ["real"] and plain["arms"]["real"]["runs"][0]["test_seg"] == single["test_seg"]
+
+
+@pytest.mark.parametrize("ensemble, kwargs, message", [
+    (5, {}, "ensemble must be in 1..n_checkpoints"),
+    (0, {}, "ensemble must be in 1..n_checkpoints"),
+    (2, {"long_factor": 4}, "needs long_factor 1"),
+    (2, {"segmenter": MaskOptionSegmenter()}, "has no predict_each"),
+])
+def test_a_bad_ensemble_is_refused_before_any_work(tmp_path, ensemble, kwargs, message):
+    settings = dict(budget=8, classic=False, seeds=(0,), steps=4, n_checkpoints=4, long_factor=1,
+                    segmenter=EnsembleSegmenter())
+    settings.update(kwargs)
+    with pytest.raises(CellcascadeError, match=message):
+        run_benchmark([grid_item(shape=(96, 384))], tmp_path / "out", ensemble=ensemble, **settings)
+    assert not (tmp_path / "out").exists()
 
 
 class GrowingSegmenter(OnePassSegmenter):

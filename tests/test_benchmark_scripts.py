@@ -96,6 +96,26 @@ def test_real_only_runs_pool_with_fine_tuned_mixed_runs_but_mixed_arms_must_agre
     with pytest.raises(pool_runs.CellcascadeError, match="different real_finetune_steps"):
         pool_runs.pool([real, tuned[0], plain])
 
+def test_ensemble_rows_are_compared_with_real_onlys_ensemble_row(tmp_path):
+    pool_runs = load_script("pool_segmentation_runs")
+    real = fake_run([0, 1], {"real": [0.8, 0.8], "real (ensemble of 3)": [0.7, 0.9]}, synthetic=())
+    mixed = fake_run([0, 1], {"real + x": [0.88, 0.88], "real + x (ensemble of 3)": [0.9, 0.9]})
+    for run in (real, mixed):
+        run["config"]["ensemble"] = 3
+    paths = [tmp_path / "segmentation_real.json", tmp_path / "segmentation_mixed.json"]
+    for path, run in zip(paths, (real, mixed)):
+        path.write_text(json.dumps(run))
+    assert pool_runs.main([str(p) for p in paths] + ["--tag", "pooled", "--out", str(tmp_path)]) == 0
+    rows = {line.split(" | ")[0][2:]: line for line in (tmp_path / "segmentation_pooled.md").read_text().splitlines()
+            if line.startswith("| real")}
+    assert rows["real + x"].endswith("| +10.0% |")  # 0.88 over real's 0.8
+    assert rows["real + x (ensemble of 3)"].endswith("| +12.5% |")  # 0.9 over real's ensemble row, 0.8
+    assert rows["real"].endswith("|  |") and rows["real (ensemble of 3)"].endswith("|  |")
+    single = fake_run([0], {"real": [0.8]}, synthetic=())  # recorded before ensembles: no ensemble (1)
+    with pytest.raises(pool_runs.CellcascadeError, match="differ in more than their seeds and arms: ensemble"):
+        pool_runs.pool([single, mixed])
+
+
 @pytest.mark.parametrize(
     "second, message",
     [

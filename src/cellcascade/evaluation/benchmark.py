@@ -139,6 +139,7 @@ def run_benchmark(
     ema: float = 0.0,
     decay_steps: int = 0,
     test_augment: bool = False,
+    ensemble: int = 1,
     tune_masks: bool = False,
     mask_threshold_grid: Sequence[tuple[float, float]] | None = None,
     shrink_fractions: Sequence[float] | None = None,
@@ -196,6 +197,11 @@ def run_benchmark(
         from its own run, which would then not have decayed.
     test_augment : bool
         Cellpose's test-time augmentation (flipped overlapping tiles, averaged) for validation and test.
+    ensemble : int
+        With K > 1, every arm also gets the row "<arm> (ensemble of K)": its K checkpoints with the best validation
+        scores segment together (their network outputs averaged, as Cellpose 1–2's ``net_avg``), with mask
+        options chosen again on the validation cells. The single-checkpoint rows are unchanged. Needs
+        `long_factor` 1 and a segmenter with ``predict_each``.
     tune_masks : bool
         Choose Cellpose's mask thresholds (``cellprob_threshold``, ``flow_threshold``) from
         :data:`MASK_THRESHOLD_GRID` together with the checkpoint, on the same validation cells; off: Cellpose's
@@ -259,6 +265,10 @@ def run_benchmark(
     if decay_steps and long_factor > 1:
         raise CellcascadeError("a final learning-rate decay (decay_steps, --decay-steps) needs long_factor 1 "
                                "(--long-factor 1): the long real-only row's run holds the short row's checkpoints")
+    if not 1 <= ensemble <= n_checkpoints:
+        raise CellcascadeError(f"ensemble must be in 1..n_checkpoints ({n_checkpoints}), not {ensemble}")
+    if ensemble > 1 and long_factor > 1:
+        raise CellcascadeError("a checkpoint ensemble (ensemble, --ensemble) needs long_factor 1 (--long-factor 1)")
     if not 0 <= real_finetune_steps < steps:
         raise CellcascadeError(f"real_finetune_steps must be in 0..steps-1 ({steps - 1}), not {real_finetune_steps}")
     if not 0 < real_fraction < 1:
@@ -289,6 +299,8 @@ def run_benchmark(
                                       decay_steps=decay_steps, test_augment=test_augment)
     if threads is not None and threads < 1:
         raise CellcascadeError(f"threads must be at least 1, not {threads}")
+    if ensemble > 1 and not hasattr(segmenter, "predict_each"):
+        raise CellcascadeError(f"segmenter {segmenter.name!r} has no predict_each: it cannot segment with an ensemble")
 
     items = read_dataset(data) if isinstance(data, (str, Path)) else list(data)
     require_ndim(items, 2)
@@ -317,6 +329,7 @@ def run_benchmark(
         real_fraction=real_fraction,
         real_finetune_steps=real_finetune_steps,
         n_synthetic=n_synthetic,
+        ensemble=ensemble,
         mask_options=_mask_options(grid, shrinks) if tune_masks else [{}],
         arm_kinds=arms,
         save_predictions=save_predictions,
@@ -335,6 +348,7 @@ def run_benchmark(
         "real_fraction": real_fraction,
         "real_finetune_steps": real_finetune_steps,
         "n_synthetic": n_synthetic,
+        "ensemble": ensemble,
         "quick": quick,
         "segmenter": {"name": segmenter.name, **getattr(segmenter, "config", {})},
         "mask_threshold_grid": [list(pair) for pair in grid] if tune_masks else None,
@@ -441,6 +455,7 @@ class _Plan:
     real_fraction: float
     real_finetune_steps: int
     n_synthetic: int
+    ensemble: int
     mask_options: list[dict]  # keyword arguments of `segmenter.predict` to choose from; [{}]: its defaults only
     arm_kinds: tuple[str, ...] = ARM_KINDS
     save_predictions: bool = False
@@ -488,17 +503,26 @@ def _run_arms(plan: _Plan) -> tuple[dict[str, dict], list[dict], dict[str, np.nd
                     {"step": c.step, **_best_validation_scores(segmenter, c, validation_images, budget, plan.mask_options)}
                     for c in checkpoints
                 ]
-                rows = [(arm.name, arm.description, [p for p in learning if p["step"] <= steps])]
+                rows = [(arm.name, arm.description, [p for p in learning if p["step"] <= steps], 1)]
                 if long_run:
-                    rows.append((plan.long_name, f"{arm.description}, {run_steps // steps}× the steps", learning))
-                tested: dict[int, _Scored] = {}
-                for row_name, description, points in rows:
-                    best = max(points, key=lambda p: (p["score"], -p["step"]))  # earliest of equal scores
-                    if best["step"] not in tested:
-                        checkpoint = next(c for c in checkpoints if c.step == best["step"])
-                        tested[best["step"]] = _test_scores(segmenter, checkpoint, test_images, split.test, budget.diameter,
-                                                            best.get("mask_options", {}))
-                    scored = tested[best["step"]]
+                    rows.append((plan.long_name, f"{arm.description}, {run_steps // steps}× the steps", learning, 1))
+                if plan.ensemble > 1:
+                    rows.append((f"{arm.name} (ensemble of {plan.ensemble})",
+                                 f"{arm.description}, its {plan.ensemble} best checkpoints averaged", learning,
+                                 plan.ensemble))
+                tested: dict[tuple[int, ...], _Scored] = {}
+                for row_name, description, points, size in rows:
+                    # the `size` best validation scores, the earliest of equal scores first
+                    ranked = sorted(points, key=lambda p: (-p["score"], p["step"]))[:size]
+                    members = [next(c for c in checkpoints if c.step == p["step"]) for p in ranked]
+                    best = ranked[0] if size == 1 else {
+                        "step": max(c.step for c in members),
+                        **_best_validation_scores(segmenter, members, validation_images, budget, plan.mask_options)}
+                    key = tuple(sorted(c.step for c in members))
+                    if key not in tested:
+                        tested[key] = _test_scores(segmenter, members[0] if size == 1 else members, test_images,
+                                                   split.test, budget.diameter, best.get("mask_options", {}))
+                    scored = tested[key]
                     if plan.save_predictions:
                         for test_item, prediction in zip(split.test, scored.predictions):
                             predictions[prediction_file_name(row_name, seed, test_item.name)] = prediction
@@ -516,6 +540,8 @@ def _run_arms(plan: _Plan) -> tuple[dict[str, dict], list[dict], dict[str, np.nd
                             "seed": seed,
                             "learning_curve": points,
                             "chosen_step": best["step"],
+                            **({"ensemble_steps": list(key), "ensemble_validation_score": best["score"]}
+                               if size > 1 else {}),
                             **({"chosen_mask_options": best["mask_options"]} if "mask_options" in best else {}),
                             "test_seg": scored.seg,
                             "test_ap50": scored.ap,
@@ -525,11 +551,12 @@ def _run_arms(plan: _Plan) -> tuple[dict[str, dict], list[dict], dict[str, np.nd
                         }
                     )
                 eval_s = time.time() - tic
-                for row_name, _, _ in rows:
+                for row_name, *_ in rows:
                     arms_out[row_name]["runs"][-1]["eval_seconds"] = eval_s
                 logger.info(
                     "arm %r seed %d: %d steps trained in %.0f s, scored in %.0f s; chosen steps %s; test SEG %s",
-                    arm.name, seed, run_steps, train_s, eval_s, list(tested), [round(t.seg, 3) for t in tested.values()],
+                    arm.name, seed, run_steps, train_s, eval_s, [list(k) for k in tested],
+                    [round(t.seg, 3) for t in tested.values()],
                 )
                 for checkpoint in checkpoints:
                     checkpoint.path.unlink(missing_ok=True)
@@ -717,9 +744,10 @@ def _mask_options(grid: list[tuple[float, float]], shrinks: list[float]) -> list
             for c, f in grid for s in shrinks]
 
 
-def _best_validation_scores(segmenter: Segmenter, checkpoint: Checkpoint, images: list[np.ndarray], budget: Budget,
+def _best_validation_scores(segmenter: Segmenter, checkpoint: Checkpoint | list[Checkpoint], images: list[np.ndarray], budget: Budget,
                             options: list[dict]) -> dict:
-    """The validation scores of `checkpoint` with the best of the `options` (the first of equal scores)."""
+    """The validation scores of `checkpoint` (a list: an ensemble) with the best of the `options` (the first of
+    equal scores)."""
     best = None
     for option, predictions in zip(options, _segment(segmenter, checkpoint, images, budget.diameter, options)):
         scores = _validation_scores(predictions, budget)
@@ -728,7 +756,7 @@ def _best_validation_scores(segmenter: Segmenter, checkpoint: Checkpoint, images
     return best
 
 
-def _segment(segmenter: Segmenter, checkpoint: Checkpoint, images: list[np.ndarray], diameter: float,
+def _segment(segmenter: Segmenter, checkpoint: Checkpoint | list[Checkpoint], images: list[np.ndarray], diameter: float,
              options: list[dict]) -> list[list[np.ndarray]]:
     """Predictions with each of the `options`: keyword arguments of predict, plus an optional "shrink" fraction.
 
@@ -742,7 +770,7 @@ def _segment(segmenter: Segmenter, checkpoint: Checkpoint, images: list[np.ndarr
     return [[shrink_cells(p, option.get("shrink", 0.0)) for p in predicted[key]] for option, key in zip(options, keys)]
 
 
-def _predict_each(segmenter: Segmenter, checkpoint: Checkpoint, images: list[np.ndarray], diameter: float,
+def _predict_each(segmenter: Segmenter, checkpoint: Checkpoint | list[Checkpoint], images: list[np.ndarray], diameter: float,
                   options: list[dict]) -> list[list[np.ndarray]]:
     """Predictions with each of the `options`: in one network pass where the segmenter offers ``predict_each``."""
     if hasattr(segmenter, "predict_each"):
@@ -761,7 +789,7 @@ def _validation_scores(predictions: list[np.ndarray], budget: Budget) -> dict:
     return {"seg": seg, "ap50": ap, "score": (seg + ap) / 2}
 
 
-def _test_scores(segmenter: Segmenter, checkpoint: Checkpoint, images, test: list[AnnotatedImage], diameter: float,
+def _test_scores(segmenter: Segmenter, checkpoint: Checkpoint | list[Checkpoint], images, test: list[AnnotatedImage], diameter: float,
                  options: dict | None = None) -> _Scored:
     predictions = _segment(segmenter, checkpoint, images, diameter, [options or {}])[0]
     return _pooled([t.labels for t in test], predictions, [t.name for t in test])
@@ -825,10 +853,11 @@ def _fmt(mean, std) -> str:
 def _chosen(run: dict) -> str:
     """A run's chosen step, with its mask options when tuned: "300", "300 (1.0, 0.8)" or "300 (1.0, 0.8, -4%)"."""
     options = run.get("chosen_mask_options")
+    steps = "+".join(map(str, run.get("ensemble_steps", [run["chosen_step"]])))  # an ensemble: "660+1020+1200"
     if not options:
-        return str(run["chosen_step"])
+        return steps
     shrink = f", -{options['shrink']:.0%}" if options.get("shrink") else ""
-    return f"{run['chosen_step']} ({options['cellprob_threshold']}, {options['flow_threshold']}{shrink})"
+    return f"{steps} ({options['cellprob_threshold']}, {options['flow_threshold']}{shrink})"
 
 
 def markdown_report(result: dict) -> str:

@@ -37,7 +37,8 @@ class Segmenter(Protocol):
     instead (the benchmark passes these only when it fine-tunes). ``predict`` returns label images with consecutive
     ids. A segmenter may also offer ``predict_each(checkpoint, images, *, diameter, mask_options)``: the
     predictions with each of several `mask_options` at once (one list per option), which the benchmark's threshold
-    search then uses.
+    search then uses; the benchmark's checkpoint ensembles (``run_benchmark(ensemble=K)``) pass it a list of
+    checkpoints, whose outputs it averages.
     """
 
     name: str
@@ -367,8 +368,8 @@ class CellposeSegmenter:
         options = [dict(cellprob_threshold=cellprob_threshold, flow_threshold=flow_threshold)]
         return self.predict_each(checkpoint, images, diameter=diameter, mask_options=options)[0]
 
-    def predict_each(self, checkpoint: Checkpoint, images: Sequence[np.ndarray], *, diameter: float,
-                     mask_options: Sequence[dict]) -> list[list[np.ndarray]]:
+    def predict_each(self, checkpoint: Checkpoint | Sequence[Checkpoint], images: Sequence[np.ndarray], *,
+                     diameter: float, mask_options: Sequence[dict]) -> list[list[np.ndarray]]:
         """:meth:`predict` with each of several mask thresholds, running the network once per image.
 
         The network's flows and cell probabilities do not depend on the thresholds, so the benchmark's threshold
@@ -377,6 +378,10 @@ class CellposeSegmenter:
 
         Parameters
         ----------
+        checkpoint : Checkpoint or sequence of Checkpoint
+            Several: an ensemble. Each network's flows and cell-probability logits are averaged before the masks
+            are drawn, as Cellpose 1–2 averaged its four networks (``net_avg``); cellpose 3 has no such option
+            for a model's own checkpoints, hence this loop.
         mask_options : sequence of dict
             Keyword arguments of :meth:`predict` (``cellprob_threshold``, ``flow_threshold``); ``{}``: defaults.
 
@@ -397,25 +402,36 @@ class CellposeSegmenter:
             if not pair[1] >= 0:
                 raise CellcascadeError(f"flow_threshold must be at least 0, not {pair[1]}")
             thresholds.append(pair)
-        model = self._new_model()
-        _load_weights(model.net, checkpoint.path)
-        model.diam_labels = float(model.net.diam_labels.item())
+        members = [checkpoint] if isinstance(checkpoint, Checkpoint) else list(checkpoint)
+        if not members:
+            raise CellcascadeError("predict_each needs at least one checkpoint")
+        models = []
+        for member in members:
+            model = self._new_model()
+            _load_weights(model.net, member.path)
+            model.diam_labels = float(model.net.diam_labels.item())
+            models.append(model)
         niter = float(diameter) / self.diam_mean * 200  # eval's default with resample: 200 steps at network scale
         out: list[list[np.ndarray]] = [[] for _ in thresholds]
         for image in images:
-            _, (_, flow, cellprob), _ = model.eval(
-                np.asarray(image, dtype=np.float32),
-                channels=None,
-                normalize={"normalize": False},  # a dict: cellpose would otherwise mutate its module default
-                diameter=float(diameter),
-                augment=self.test_augment,
-                compute_masks=False,
-            )
+            outputs = [
+                model.eval(
+                    np.asarray(image, dtype=np.float32),
+                    channels=None,
+                    normalize={"normalize": False},  # a dict: cellpose would otherwise mutate its module default
+                    diameter=float(diameter),
+                    augment=self.test_augment,
+                    compute_masks=False,
+                )[1]
+                for model in models
+            ]
+            flow = np.mean([o[1] for o in outputs], axis=0) if len(outputs) > 1 else outputs[0][1]
+            cellprob = np.mean([o[2] for o in outputs], axis=0) if len(outputs) > 1 else outputs[0][2]
             for index, (cellprob_threshold, flow_threshold) in enumerate(thresholds):
                 masks = dynamics.resize_and_compute_masks(
                     flow, cellprob, niter=niter, cellprob_threshold=cellprob_threshold,
                     flow_threshold=flow_threshold, interp=True, min_size=15, max_size_fraction=0.4,
-                    device=model.device,
+                    device=models[0].device,
                 )
                 out[index].append(relabel(masks))
         return out

@@ -42,8 +42,8 @@ def _reference(arm: str, arms) -> str | None:
 
     >>> _reference("real + a (ensemble of 3)", ["real", "real (ensemble of 3)"])
     'real (ensemble of 3)'
-    >>> _reference("real (4× steps)", ["real"]), _reference("real (ensemble of 3)", ["real"]), _reference("real", ["real"])
-    ('real', None, None)
+    >>> [_reference(arm, ["real"]) for arm in ("real (4× steps)", "real (ensemble of 3)", "real")]
+    ['real', None, None]
     """
     start = arm.rfind(" (ensemble of ")
     reference = "real" + (arm[start:] if start >= 0 else "")

@@ -744,7 +744,8 @@ def _mask_options(grid: list[tuple[float, float]], shrinks: list[float]) -> list
             for c, f in grid for s in shrinks]
 
 
-def _best_validation_scores(segmenter: Segmenter, checkpoint: Checkpoint | list[Checkpoint], images: list[np.ndarray], budget: Budget,
+def _best_validation_scores(segmenter: Segmenter, checkpoint: Checkpoint | list[Checkpoint],
+                            images: list[np.ndarray], budget: Budget,
                             options: list[dict]) -> dict:
     """The validation scores of `checkpoint` (a list: an ensemble) with the best of the `options` (the first of
     equal scores)."""
@@ -756,7 +757,8 @@ def _best_validation_scores(segmenter: Segmenter, checkpoint: Checkpoint | list[
     return best
 
 
-def _segment(segmenter: Segmenter, checkpoint: Checkpoint | list[Checkpoint], images: list[np.ndarray], diameter: float,
+def _segment(segmenter: Segmenter, checkpoint: Checkpoint | list[Checkpoint],
+             images: list[np.ndarray], diameter: float,
              options: list[dict]) -> list[list[np.ndarray]]:
     """Predictions with each of the `options`: keyword arguments of predict, plus an optional "shrink" fraction.
 
@@ -770,7 +772,8 @@ def _segment(segmenter: Segmenter, checkpoint: Checkpoint | list[Checkpoint], im
     return [[shrink_cells(p, option.get("shrink", 0.0)) for p in predicted[key]] for option, key in zip(options, keys)]
 
 
-def _predict_each(segmenter: Segmenter, checkpoint: Checkpoint | list[Checkpoint], images: list[np.ndarray], diameter: float,
+def _predict_each(segmenter: Segmenter, checkpoint: Checkpoint | list[Checkpoint],
+                  images: list[np.ndarray], diameter: float,
                   options: list[dict]) -> list[list[np.ndarray]]:
     """Predictions with each of the `options`: in one network pass where the segmenter offers ``predict_each``."""
     if hasattr(segmenter, "predict_each"):
@@ -789,7 +792,8 @@ def _validation_scores(predictions: list[np.ndarray], budget: Budget) -> dict:
     return {"seg": seg, "ap50": ap, "score": (seg + ap) / 2}
 
 
-def _test_scores(segmenter: Segmenter, checkpoint: Checkpoint | list[Checkpoint], images, test: list[AnnotatedImage], diameter: float,
+def _test_scores(segmenter: Segmenter, checkpoint: Checkpoint | list[Checkpoint],
+                 images, test: list[AnnotatedImage], diameter: float,
                  options: dict | None = None) -> _Scored:
     predictions = _segment(segmenter, checkpoint, images, diameter, [options or {}])[0]
     return _pooled([t.labels for t in test], predictions, [t.name for t in test])

@@ -28,7 +28,7 @@ import warnings
 from pathlib import Path
 
 from cellcascade.errors import CellcascadeError
-from cellcascade.evaluation.benchmark import ARM_KINDS, run_benchmark, threshold_grid
+from cellcascade.evaluation.benchmark import ARM_KINDS, _fmt, run_benchmark, threshold_grid
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -144,7 +144,9 @@ def main(argv: list[str] | None = None) -> int:
             for path in sorted((Path(tmp) / "out" / "predictions").glob("*.tif")):
                 shutil.copyfile(path, args.save_predictions / path.name)
     for name, s in result["summary"].items():
-        print(f"{name:24s} SEG {s['seg_mean']:.3f} ± {s['seg_std']:.3f}   AP50 {s['ap50_mean']:.3f} ± {s['ap50_std']:.3f}")
+        n_seeds = len(s["chosen_steps"])
+        print(f"{name:24s} SEG {_fmt(s['seg_mean'], s['seg_std'], n_seeds)}   "
+              f"AP50 {_fmt(s['ap50_mean'], s['ap50_std'], n_seeds)}")
     print(f"wall time {result['wall_seconds'] / 60:.1f} min; results in {args.out}/segmentation_{args.tag}.*")
     return 0
 

@@ -59,6 +59,19 @@ def test_pooling_runs_split_by_arm_gives_the_gain_over_real(tmp_path):
     assert "Seeds differ" not in table
 
 
+def test_pooling_one_seed_says_so_instead_of_a_zero_std(tmp_path):
+    """One seed has no spread: the table says "(1 seed)" where several seeds give mean ± std."""
+    pool_runs = load_script("pool_segmentation_runs")
+    paths = [tmp_path / f"segmentation_{n}.json" for n in ("real", "mixed")]
+    paths[0].write_text(json.dumps(fake_run([0], {"real": [0.8]}, synthetic=())))
+    paths[1].write_text(json.dumps(fake_run([0], {"real + x": [0.9]})))
+    assert pool_runs.main([str(p) for p in paths] + ["--tag", "pooled", "--out", str(tmp_path)]) == 0
+    table = (tmp_path / "segmentation_pooled.md").read_text()
+    assert "| real | 0 | 600 | 0.800 (1 seed) | 0.800 | 0.900 (1 seed) |" in table
+    assert "| real + x | 0 | 600 | 0.900 (1 seed) | 0.900 | 1.000 (1 seed) | +12.5% |" in table
+    assert "± 0.000" not in table
+
+
 def test_pooling_says_when_an_arm_has_other_seeds_than_real(tmp_path):
     pool_runs = load_script("pool_segmentation_runs")
     paths = [tmp_path / f"segmentation_{n}.json" for n in ("real", "mixed")]

@@ -848,9 +848,16 @@ def _clean(value):
 # -------------------------------------------------------------------- report
 
 
-def _fmt(mean, std) -> str:
+def _fmt(mean, std, n_seeds: int | None = None) -> str:
+    """``mean ± std``; one seed has no spread, so it says so instead of printing ``± 0.000``.
+
+    >>> _fmt(0.8123, 0.0211), _fmt(0.777, 0.0, n_seeds=1), _fmt(None, None)
+    ('0.812 ± 0.021', '0.777 (1 seed)', 'n/a')
+    """
     if mean is None:
         return "n/a"
+    if n_seeds == 1:
+        return f"{mean:.3f} (1 seed)"
     return f"{mean:.3f} ± {std:.3f}"
 
 
@@ -910,7 +917,8 @@ def markdown_report(result: dict) -> str:
         s = summary[name]
         lines.append(
             f"| {name} | {entry['n_images']} | {entry['step_budget']} | {', '.join(_chosen(r) for r in entry['runs'])} | "
-            f"{_fmt(s['seg_mean'], s['seg_std'])} | {_fmt(s['ap50_mean'], s['ap50_std'])} |"
+            f"{_fmt(s['seg_mean'], s['seg_std'], len(entry['runs']))} | "
+            f"{_fmt(s['ap50_mean'], s['ap50_std'], len(entry['runs']))} |"
         )
     lines += ["", "Std over seeds (ddof = 1). Per-image and per-seed scores: benchmark.json."]
     for name, entry in result["arms"].items():

@@ -93,8 +93,7 @@ def report(pooled: dict, paths: list[Path], command: str) -> str:
         gain = "" if reference is None else f"{s['seg_mean'] / reference['seg_mean'] - 1:+.1%}"
         per_seed = ", ".join(f"{run['test_seg']:.3f}" for run in pooled[arm])
         lines.append(f"| {arm} | {', '.join(map(str, s['seeds']))} | {', '.join(map(str, s['chosen_steps']))} | "
-                     f"{_fmt(s['seg_mean'], s['seg_std'], len(s['seeds']))} | {per_seed} | "
-                     f"{_fmt(s['ap50_mean'], s['ap50_std'], len(s['seeds']))} | {gain} |")
+                     f"{_fmt(s, 'seg')} | {per_seed} | {_fmt(s, 'ap50')} | {gain} |")
     notes = ["", "Std over seeds, ddof = 1. \"SEG vs real\": relative difference of the means (an ensemble row: "
              "against real only's ensemble row)."]
     for arm, stats in summary.items():

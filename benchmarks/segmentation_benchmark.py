@@ -144,9 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             for path in sorted((Path(tmp) / "out" / "predictions").glob("*.tif")):
                 shutil.copyfile(path, args.save_predictions / path.name)
     for name, s in result["summary"].items():
-        n_seeds = len(s["chosen_steps"])
-        print(f"{name:24s} SEG {_fmt(s['seg_mean'], s['seg_std'], n_seeds)}   "
-              f"AP50 {_fmt(s['ap50_mean'], s['ap50_std'], n_seeds)}")
+        print(f"{name:24s} SEG {_fmt(s, 'seg')}   AP50 {_fmt(s, 'ap50')}")
     print(f"wall time {result['wall_seconds'] / 60:.1f} min; results in {args.out}/segmentation_{args.tag}.*")
     return 0
 

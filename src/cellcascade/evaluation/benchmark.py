@@ -848,15 +848,19 @@ def _clean(value):
 # -------------------------------------------------------------------- report
 
 
-def _fmt(mean, std, n_seeds: int | None = None) -> str:
-    """``mean ± std``; one seed has no spread, so it says so instead of printing ``± 0.000``.
+def _fmt(summary: dict, score: str) -> str:
+    """``mean ± std`` of `score` ("seg" or "ap50") from a :func:`_summarize` dict; one seed has no spread, so it
+    says so instead of printing ``± 0.000``.
 
-    >>> _fmt(0.8123, 0.0211), _fmt(0.777, 0.0, n_seeds=1), _fmt(None, None)
-    ('0.812 ± 0.021', '0.777 (1 seed)', 'n/a')
+    >>> _fmt({"seg_mean": 0.8123, "seg_std": 0.0211, "seeds": [0, 1]}, "seg")
+    '0.812 ± 0.021'
+    >>> _fmt({"seg_mean": 0.777, "seg_std": 0.0, "seeds": [0]}, "seg")
+    '0.777 (1 seed)'
     """
+    mean, std = summary[f"{score}_mean"], summary[f"{score}_std"]
     if mean is None:
         return "n/a"
-    if n_seeds == 1:
+    if len(summary["seeds"]) == 1:
         return f"{mean:.3f} (1 seed)"
     return f"{mean:.3f} ± {std:.3f}"
 
@@ -917,8 +921,7 @@ def markdown_report(result: dict) -> str:
         s = summary[name]
         lines.append(
             f"| {name} | {entry['n_images']} | {entry['step_budget']} | {', '.join(_chosen(r) for r in entry['runs'])} | "
-            f"{_fmt(s['seg_mean'], s['seg_std'], len(entry['runs']))} | "
-            f"{_fmt(s['ap50_mean'], s['ap50_std'], len(entry['runs']))} |"
+            f"{_fmt(s, 'seg')} | {_fmt(s, 'ap50')} |"
         )
     lines += ["", "Std over seeds (ddof = 1). Per-image and per-seed scores: benchmark.json."]
     for name, entry in result["arms"].items():

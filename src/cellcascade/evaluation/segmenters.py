@@ -425,8 +425,8 @@ class CellposeSegmenter:
                 )[1]
                 for model in models
             ]
-            flow = np.mean([o[1] for o in outputs], axis=0) if len(outputs) > 1 else outputs[0][1]
-            cellprob = np.mean([o[2] for o in outputs], axis=0) if len(outputs) > 1 else outputs[0][2]
+            flow = np.mean([o[1] for o in outputs], axis=0)  # one member: its own outputs, exactly
+            cellprob = np.mean([o[2] for o in outputs], axis=0)
             for index, (cellprob_threshold, flow_threshold) in enumerate(thresholds):
                 masks = dynamics.resize_and_compute_masks(
                     flow, cellprob, niter=niter, cellprob_threshold=cellprob_threshold,

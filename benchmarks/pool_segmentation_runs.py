@@ -33,7 +33,7 @@ _PER_RUN = {"seeds", "command", "versions", "threads", "arms"}
 _SOURCE_KEYS = {"synthetic", "n_synthetic", "classic", "real_fraction", "real_finetune_steps"}
 # settings added after runs were recorded, with the value every earlier run trained with
 _SEGMENTER_DEFAULTS = {"decay_steps": 0}
-_CONFIG_DEFAULTS = {"real_finetune_steps": 0, "ensemble": 1}
+_CONFIG_DEFAULTS = {"real_finetune_steps": 0, "ensemble": 1, "border_paddings": None}
 
 
 def _reference(arm: str, arms) -> str | None:

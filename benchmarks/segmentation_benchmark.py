@@ -80,6 +80,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --tune-masks: shares of each predicted cell's area to remove (its outermost, most "
                              "exposed pixels: a sub-pixel boundary shift), tried with every threshold pair, each in "
                              "[0, 0.5) (default 0: none)")
+    parser.add_argument("--border-paddings", type=int, nargs="+", default=None, metavar="PX",
+                        help="with --tune-masks: mirror margins (pixels) around validation and test images before "
+                             "the network sees them, so cells cut by the image border look whole (Cellpose pads with "
+                             "zeros); tried with every threshold pair and chosen on validation; one network pass each "
+                             "(default 0: none)")
     parser.add_argument("--arms", nargs="+", choices=ARM_KINDS, default=list(ARM_KINDS),
                         help="kinds of arm to train: real (the budget patch), synthetic (each source alone), mixed "
                              "(patch + each source); default all. Arms do not depend on each other, so one comparison "
@@ -91,6 +96,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="also write every arm's test predictions (chosen step and mask options) as label TIFFs "
                              "<arm>_seed<S>_<image>.tif into DIR (not kept by default: large, and the JSON already "
                              "holds every test cell's Jaccard index)")
+    parser.add_argument("--checkpoint-dir", type=Path, default=None, metavar="DIR",
+                        help="keep every arm's segmenter checkpoints in DIR (about 26 MB each); a later run that "
+                             "trains an arm on the same data with the same seed, steps and segmenter settings reuses "
+                             "them and only validates and tests again (e.g. with another mask grid or --ensemble). "
+                             "Default: not kept")
     args = parser.parse_args(argv)
     if args.save_predictions is not None and args.save_predictions.exists() and not args.save_predictions.is_dir():
         parser.error(f"--save-predictions {args.save_predictions}: exists and is not a folder")
@@ -128,10 +138,12 @@ def main(argv: list[str] | None = None) -> int:
                 tune_masks=args.tune_masks,
                 mask_threshold_grid=threshold_grid(args.cellprob_thresholds, args.flow_thresholds),
                 shrink_fractions=args.shrink_fractions,
+                border_paddings=args.border_paddings,
                 arms=args.arms,
                 quick=args.quick,
                 threads=args.threads,
                 save_predictions=args.save_predictions is not None,
+                checkpoint_dir=args.checkpoint_dir,
                 command=command,
             )
         except CellcascadeError as exc:

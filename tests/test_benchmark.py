@@ -22,6 +22,7 @@ from cellcascade.evaluation.segmenters import (
     label_diameter,
     normalize_percentile,
     relabel,
+    unpad_masks,
 )
 from cellcascade.evaluation.splits import choose_budget, choose_patch, fill_unannotated, split_train_test
 
@@ -209,6 +210,31 @@ def test_predict_each_gives_cellposes_own_masks_for_every_threshold_pair(tmp_pat
     np.testing.assert_array_equal(tta, again)
     with pytest.raises(CellcascadeError, match="unknown mask option"):
         segmenter.predict_each(checkpoint, [image], diameter=diameter, mask_options=[dict(niter=5)])
+    # a mirror margin: Cellpose's masks of the mirrored image, cut back to the image (one more network pass)
+    # (at 1.5 × the diameter this 3-step network draws separate cells rather than one mask over everything)
+    mirrored = dict(cellprob_threshold=0.0, flow_threshold=0.0, border_padding=8)
+    plain, padded = segmenter.predict_each(checkpoint, [image], diameter=1.5 * diameter,
+                                           mask_options=[dict(cellprob_threshold=0.0, flow_threshold=0.0), mirrored])
+    expected = model.eval(np.pad(image, 8, mode="reflect"), channels=None, normalize={"normalize": False},
+                          diameter=1.5 * diameter, cellprob_threshold=0.0, flow_threshold=0.0)[0]
+    assert padded[0].shape == image.shape and padded[0].max() > 1 and plain[0].max() > 1
+    np.testing.assert_array_equal(padded[0], unpad_masks(expected, 8))
+    for bad in (-1, 2.5, min(image.shape)):
+        with pytest.raises(CellcascadeError, match="border_padding"):
+            segmenter.predict_each(checkpoint, [image], diameter=diameter, mask_options=[dict(border_padding=bad)])
+
+
+def test_unpadding_keeps_the_inner_half_of_a_mirrored_border_cell_and_drops_mirror_images():
+    masks = np.zeros((32, 32), np.int32)  # masks of a 20 × 20 image mirrored 6 px beyond each border
+    masks[11:18, 3:9] = 1  # a cell cut by the left border and its mirror image: half of it inside
+    masks[11:18, 14:20] = 2  # a whole cell inside
+    masks[0:7, 14:20] = 3  # the mirror image of a cell near the top border: one row of it inside
+    out = unpad_masks(masks, 6)
+    expected = np.zeros((20, 20), np.int32)
+    expected[5:12, 0:3] = 1
+    expected[5:12, 8:14] = 2
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(unpad_masks(expected, 0), expected)
 
 
 @pytest.mark.slow
@@ -544,6 +570,53 @@ def test_bad_shrink_fractions_are_refused_before_any_work(tmp_path, options, mes
     assert not (tmp_path / "out").exists()
 
 
+class BorderBlindSegmenter(OnePassSegmenter):
+    """Misses every cell that touches the image border unless the image is mirrored beyond it first."""
+
+    def predict(self, checkpoint, images, *, diameter, cellprob_threshold=0.0, flow_threshold=0.4, border_padding=0):
+        self.options.append((cellprob_threshold, flow_threshold, border_padding))
+        out = []
+        for image in images:
+            labels = ndi.label(image > 0.5)[0]
+            if not border_padding:
+                edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+                labels[np.isin(labels, edge[edge > 0])] = 0
+            out.append(relabel(labels))
+        return out
+
+
+def test_a_border_padding_is_chosen_on_validation_with_one_more_pass_per_padding(tmp_path):
+    kwargs = dict(budget=8, classic=False, seeds=(0,), steps=4, n_checkpoints=2, long_factor=1, tune_masks=True,
+                  mask_threshold_grid=[(0.0, 0.4), (0.0, 0.8)])
+    item = grid_item(shape=(96, 376))  # the right half starts at x = 188, through a column of cells
+    fake = BorderBlindSegmenter()
+    padded = run_benchmark([item], tmp_path / "padded", border_paddings=[16, 0], segmenter=fake, **kwargs)
+    assert fake.passes == [4, 4, 1]  # 2 pairs × 2 paddings per checkpoint on validation; the chosen one on test
+    (run,) = padded["arms"]["real"]["runs"]
+    assert run["chosen_mask_options"] == {"cellprob_threshold": 0.0, "flow_threshold": 0.4, "border_padding": 16}
+    assert padded["config"]["border_paddings"] == [0, 16]
+    assert "(0.0, 0.4, mirror 16 px)" in (tmp_path / "padded" / "benchmark.md").read_text()
+    plain = run_benchmark([item], tmp_path / "plain", segmenter=BorderBlindSegmenter(), **kwargs)
+    assert plain["config"]["border_paddings"] is None
+    assert padded["summary"]["real"]["seg_mean"] > plain["summary"]["real"]["seg_mean"]
+    cut, cut_plain = (r["arms"]["real"]["runs"][0]["test_per_image"][0]["cells_by_kind"]["cut"] for r in (padded, plain))
+    assert cut["missed"] < cut_plain["missed"] == cut_plain["n"]  # unpadded, every cut cell is missed
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(tune_masks=True, border_paddings=[-4]), "whole numbers of pixels"),
+    (dict(tune_masks=True, border_paddings=[2.5]), "whole numbers of pixels"),
+    (dict(border_paddings=[16]), "only used with tune_masks"),
+    (dict(tune_masks=True, border_paddings=[16], segmenter=MaskOptionSegmenter()), "cannot pad the image border"),
+])
+def test_bad_border_paddings_are_refused_before_any_work(tmp_path, options, message):
+    settings = dict(segmenter=BorderBlindSegmenter(), budget=8, classic=False, seeds=(0,), steps=4, n_checkpoints=2)
+    settings.update(options)
+    with pytest.raises(CellcascadeError, match=message):
+        run_benchmark([grid_item(shape=(96, 384))], tmp_path / "out", **settings)
+    assert not (tmp_path / "out").exists()
+
+
 def write_pairs(folder: Path, n: int) -> None:
     folder.mkdir()
     for i in range(n):
@@ -589,6 +662,38 @@ def test_a_run_can_train_only_some_kinds_of_arm_with_the_same_data(tmp_path):
     assert call["steps"] == same["steps"] == 4 and call["seed"] == same["seed"]
     assert call["probabilities"] == same["probabilities"]
     assert all(np.array_equal(a, b) for a, b in zip(call["images"], same["images"], strict=True))
+
+
+def test_kept_checkpoints_are_reused_only_by_a_run_that_would_train_the_same_weights(tmp_path):
+    write_pairs(tmp_path / "synth", 3)
+    kwargs = dict(budget=8, synthetic=[tmp_path / "synth"], classic=False, seeds=(0, 1), steps=4, n_checkpoints=2,
+                  long_factor=1, n_synthetic=2, checkpoint_dir=tmp_path / "ckpt")
+    first, again, other = ThresholdSegmenter(), ThresholdSegmenter(), ThresholdSegmenter()
+    trained = run_benchmark([grid_item(shape=(96, 384))], tmp_path / "a", segmenter=first, **kwargs)
+    assert len(first.calls) == 6  # 3 arms × 2 seeds, each kept in its own folder with its stamp
+    stamps = sorted((tmp_path / "ckpt").glob("*/training.json"))
+    assert len(stamps) == 6 and all(json.loads(s.read_text())["files"] == {"2": "2.txt", "4": "4.txt"} for s in stamps)
+    reused = run_benchmark([grid_item(shape=(96, 384))], tmp_path / "b", segmenter=again, **kwargs)
+    assert again.calls == []  # nothing trained again; the same scores
+    assert reused["summary"] == trained["summary"]
+    assert all(r["train_seconds"] is None and r["reused_checkpoints"] for e in reused["arms"].values() for r in e["runs"])
+    # another seed, step count or real fraction changes the weights: trained, not taken from the folder
+    run_benchmark([grid_item(shape=(96, 384))], tmp_path / "c", segmenter=other, real_fraction=0.25, arms=["mixed"],
+                  **kwargs)
+    assert len(other.calls) == 2
+    # a stopped training leaves no stamp: the next run trains that arm again
+    (stamps[0]).unlink()
+    redo = ThresholdSegmenter()
+    run_benchmark([grid_item(shape=(96, 384))], tmp_path / "d", segmenter=redo, **kwargs)
+    assert len(redo.calls) == 1
+
+
+def test_a_checkpoint_dir_that_is_a_file_is_refused_before_any_work(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(CellcascadeError, match="exists and is not a folder"):
+        run_benchmark([grid_item(shape=(96, 384))], tmp_path / "out", budget=8, classic=False, seeds=(0,), steps=4,
+                      n_checkpoints=2, segmenter=ThresholdSegmenter(), checkpoint_dir=tmp_path / "file")
+    assert not (tmp_path / "out").exists()
 
 
 class FinetuneRecordingSegmenter(ThresholdSegmenter):

@@ -35,6 +35,7 @@ AP for dense data (SEG alone would not see spurious objects).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -143,9 +144,11 @@ def run_benchmark(
     tune_masks: bool = False,
     mask_threshold_grid: Sequence[tuple[float, float]] | None = None,
     shrink_fractions: Sequence[float] | None = None,
+    border_paddings: Sequence[int] | None = None,
     arms: Sequence[str] = ARM_KINDS,
     threads: int | None = None,
     save_predictions: bool = False,
+    checkpoint_dir: str | Path | None = None,
     segmenter: Segmenter | None = None,
     command: str | None = None,
 ) -> dict:
@@ -213,6 +216,11 @@ def run_benchmark(
         Shares of each predicted cell's area to remove (:func:`~cellcascade.evaluation.boundaries.shrink_cells`, a
         sub-pixel boundary shift) that `tune_masks` tries with every threshold pair, each in [0, 0.5); default:
         none (0). Only with `tune_masks`.
+    border_paddings : sequence of int, optional
+        Mirror margins (pixels) around each validation and test image before the network sees it (``border_padding``
+        of ``CellposeSegmenter.predict_each``: cells cut by the image border then look whole), tried with every
+        other mask option and chosen on validation; default: none (0). Only with `tune_masks`; each costs one more
+        network pass per checkpoint.
     arms : sequence of str
         The kinds of arm to train, among :data:`ARM_KINDS` ("real": the budget patch, with the long row;
         "synthetic": each source alone; "mixed": the patch + each source). Default: all; fewer split a long
@@ -223,6 +231,12 @@ def run_benchmark(
         Also write every arm's test predictions at its chosen step and mask options to
         ``out_dir/predictions/<arm>_seed<S>_<image>.tif`` (int32 labels, the test image's shape), to look at or
         to score cell by cell (the JSON already holds every test cell's Jaccard index).
+    checkpoint_dir : path, optional
+        Keep every arm's checkpoints in ``checkpoint_dir/<arm key>/`` instead of deleting them. A later run whose
+        arm trains on the same data with the same seed, steps and segmenter settings finds them there and skips
+        its training (only validation and test are run again: another mask grid or ensemble costs minutes, not a
+        retraining). The arm key is a hash of everything training depends on, so changed data never reuses
+        stale weights. Default: a temporary folder, deleted.
     segmenter : Segmenter, optional
         Replaces the default :class:`~cellcascade.evaluation.segmenters.CellposeSegmenter`.
     command : str, optional
@@ -294,11 +308,22 @@ def run_benchmark(
     shrinks = sorted({float(f) for f in (shrink_fractions or [0.0])})
     if any(not 0 <= f < 0.5 for f in shrinks):
         raise CellcascadeError(f"shrink fractions must be in [0, 0.5), not {list(shrink_fractions)}")
+    if border_paddings is not None and not tune_masks:
+        raise CellcascadeError("border paddings (border_paddings, --border-paddings) are only used with tune_masks "
+                               "(--tune-masks)")
+    paddings = sorted(set(border_paddings or [0]))
+    if any(p != int(p) or p < 0 for p in paddings):
+        raise CellcascadeError(f"border paddings must be whole numbers of pixels >= 0, not {list(border_paddings)}")
+    paddings = [int(p) for p in paddings]
     if segmenter is None:
         segmenter = CellposeSegmenter(diam_mean=diam_mean, tile=tile, batch_size=batch_size, ema=ema,
                                       decay_steps=decay_steps, test_augment=test_augment)
     if threads is not None and threads < 1:
         raise CellcascadeError(f"threads must be at least 1, not {threads}")
+    if checkpoint_dir is not None and Path(checkpoint_dir).exists() and not Path(checkpoint_dir).is_dir():
+        raise CellcascadeError(f"{checkpoint_dir}: exists and is not a folder")
+    if paddings != [0] and not hasattr(segmenter, "predict_each"):
+        raise CellcascadeError(f"segmenter {segmenter.name!r} has no predict_each: it cannot pad the image border")
     if ensemble > 1 and not hasattr(segmenter, "predict_each"):
         raise CellcascadeError(f"segmenter {segmenter.name!r} has no predict_each: it cannot segment with an ensemble")
 
@@ -330,9 +355,10 @@ def run_benchmark(
         real_finetune_steps=real_finetune_steps,
         n_synthetic=n_synthetic,
         ensemble=ensemble,
-        mask_options=_mask_options(grid, shrinks) if tune_masks else [{}],
+        mask_options=_mask_options(grid, shrinks, paddings) if tune_masks else [{}],
         arm_kinds=arms,
         save_predictions=save_predictions,
+        checkpoint_dir=None if checkpoint_dir is None else Path(checkpoint_dir),
     )
     config = {
         "data": str(data) if isinstance(data, (str, Path)) else [i.name for i in items],
@@ -353,6 +379,7 @@ def run_benchmark(
         "segmenter": {"name": segmenter.name, **getattr(segmenter, "config", {})},
         "mask_threshold_grid": [list(pair) for pair in grid] if tune_masks else None,
         "shrink_fractions": shrinks if tune_masks else None,
+        "border_paddings": paddings if tune_masks and paddings != [0] else None,  # None: no padding (as before)
         "arms": list(arms),
         "validation_score": "SEG" if not _all_dense(chosen.validation) else "mean of SEG and AP@0.5",
         "threads": threads,
@@ -459,6 +486,7 @@ class _Plan:
     mask_options: list[dict]  # keyword arguments of `segmenter.predict` to choose from; [{}]: its defaults only
     arm_kinds: tuple[str, ...] = ARM_KINDS
     save_predictions: bool = False
+    checkpoint_dir: Path | None = None  # None: a temporary folder, deleted after each arm
 
 
 def _run_arms(plan: _Plan) -> tuple[dict[str, dict], list[dict], dict[str, np.ndarray]]:
@@ -486,17 +514,29 @@ def _run_arms(plan: _Plan) -> tuple[dict[str, dict], list[dict], dict[str, np.nd
                     continue
                 long_run = arm.name == REAL and plan.long_name is not None
                 run_steps = plan.long_curve[-1] if long_run else steps
+                wanted = plan.long_curve if long_run else plan.curve
+                finetune = _finetune(arm, plan.real_finetune_steps)
+                store = None
+                if plan.checkpoint_dir is not None:
+                    key = _training_key(segmenter, arm, seed, run_steps, wanted, finetune)
+                    store = plan.checkpoint_dir / f"seed{seed}-{key['hash'][:16]}"
                 tic = time.time()
-                checkpoints = segmenter.train(
-                    arm.images,
-                    arm.labels,
-                    steps=run_steps,
-                    seed=seed,
-                    work_dir=Path(work) / f"seed{seed}-arm{index}",
-                    checkpoints=plan.long_curve if long_run else plan.curve,
-                    probabilities=arm.probabilities,
-                    **_finetune(arm, plan.real_finetune_steps),
-                )
+                checkpoints = _stored_checkpoints(store, key, run_steps, wanted) if store is not None else None
+                reused = checkpoints is not None
+                if not reused:
+                    checkpoints = segmenter.train(
+                        arm.images,
+                        arm.labels,
+                        steps=run_steps,
+                        seed=seed,
+                        work_dir=store if store is not None else Path(work) / f"seed{seed}-arm{index}",
+                        checkpoints=wanted,
+                        probabilities=arm.probabilities,
+                        **finetune,
+                    )
+                    if store is not None:  # written last: a stopped training leaves no stamp, so it is redone
+                        files = {str(c.step): c.path.name for c in checkpoints}
+                        (store / "training.json").write_text(json.dumps({**key, "files": files}, indent=1))
                 train_s = time.time() - tic
                 tic = time.time()
                 learning = [
@@ -546,21 +586,61 @@ def _run_arms(plan: _Plan) -> tuple[dict[str, dict], list[dict], dict[str, np.nd
                             "test_seg": scored.seg,
                             "test_ap50": scored.ap,
                             "test_per_image": scored.per_image,
-                            "train_seconds": train_s,
-                            "seconds_per_step": train_s / run_steps,
+                            # reused checkpoints (checkpoint_dir): no training time to report
+                            "train_seconds": None if reused else train_s,
+                            "seconds_per_step": None if reused else train_s / run_steps,
+                            **({"reused_checkpoints": str(store)} if reused else {}),
                         }
                     )
                 eval_s = time.time() - tic
                 for row_name, *_ in rows:
                     arms_out[row_name]["runs"][-1]["eval_seconds"] = eval_s
                 logger.info(
-                    "arm %r seed %d: %d steps trained in %.0f s, scored in %.0f s; chosen steps %s; test SEG %s",
-                    arm.name, seed, run_steps, train_s, eval_s, [list(k) for k in tested],
-                    [round(t.seg, 3) for t in tested.values()],
+                    "arm %r seed %d: %d steps %s, scored in %.0f s; chosen steps %s; test SEG %s",
+                    arm.name, seed, run_steps, f"reused from {store}" if reused else f"trained in {train_s:.0f} s",
+                    eval_s, [list(k) for k in tested], [round(t.seg, 3) for t in tested.values()],
                 )
-                for checkpoint in checkpoints:
-                    checkpoint.path.unlink(missing_ok=True)
+                if store is None:
+                    for checkpoint in checkpoints:
+                        checkpoint.path.unlink(missing_ok=True)
     return arms_out, sources_out, predictions
+
+
+def _training_key(segmenter: Segmenter, arm: Arm, seed: int, steps: int, checkpoints: Sequence[int],
+                  finetune: dict) -> dict:
+    """Everything an arm's trained weights depend on, with a SHA-256 over it (the data enter as their own hash)."""
+    data = hashlib.sha256()
+    for image, labels in zip(arm.images, arm.labels):
+        for array in (np.ascontiguousarray(image, dtype=np.float32), np.ascontiguousarray(labels, dtype=np.int64)):
+            data.update(str(array.shape).encode())
+            data.update(array.tobytes())
+    key = {
+        "segmenter": {"name": segmenter.name, **getattr(segmenter, "config", {})},
+        "arm": arm.name,
+        "n_images": len(arm.images),
+        "data_sha256": data.hexdigest(),
+        "probabilities": [float(p) for p in arm.probabilities],
+        "seed": int(seed),
+        "steps": int(steps),
+        "checkpoints": sorted(int(c) for c in checkpoints),
+        "finetune": {k: (list(map(float, v)) if isinstance(v, (list, tuple)) else v) for k, v in finetune.items()},
+    }
+    key["hash"] = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+    return key
+
+
+def _stored_checkpoints(store: Path, key: dict, steps: int, wanted: Sequence[int]) -> list[Checkpoint] | None:
+    """The checkpoints a run with the same `key` left in `store`, or None when any is missing or the key differs."""
+    stamp = store / "training.json"
+    if not stamp.is_file():
+        return None
+    stored = json.loads(stamp.read_text())
+    files = stored.get("files", {})
+    steps_needed = sorted({*wanted, steps})
+    if stored.get("hash") != key["hash"] or any(str(s) not in files for s in steps_needed):
+        return None
+    checkpoints = [Checkpoint(step=s, path=store / files[str(s)]) for s in steps_needed]
+    return checkpoints if all(c.path.is_file() for c in checkpoints) else None
 
 
 def prediction_file_name(arm: str, seed: int, image: str) -> str:
@@ -738,10 +818,12 @@ def _by_kind(cells: list[dict]) -> dict:
     return out
 
 
-def _mask_options(grid: list[tuple[float, float]], shrinks: list[float]) -> list[dict]:
-    """Every threshold pair with every shrink fraction (ascending: no shrink first); no "shrink" key for 0."""
-    return [{"cellprob_threshold": c, "flow_threshold": f, **({"shrink": s} if s else {})}
-            for c, f in grid for s in shrinks]
+def _mask_options(grid: list[tuple[float, float]], shrinks: list[float], paddings: Sequence[int] = (0,)) -> list[dict]:
+    """Every threshold pair with every border padding and shrink fraction (ascending: none first); no "shrink" or
+    "border_padding" key for 0."""
+    return [{"cellprob_threshold": c, "flow_threshold": f, **({"border_padding": p} if p else {}),
+             **({"shrink": s} if s else {})}
+            for c, f in grid for p in paddings for s in shrinks]
 
 
 def _best_validation_scores(segmenter: Segmenter, checkpoint: Checkpoint | list[Checkpoint],
@@ -872,7 +954,8 @@ def _chosen(run: dict) -> str:
     if not options:
         return steps
     shrink = f", -{options['shrink']:.0%}" if options.get("shrink") else ""
-    return f"{steps} ({options['cellprob_threshold']}, {options['flow_threshold']}{shrink})"
+    padding = f", mirror {options['border_padding']} px" if options.get("border_padding") else ""
+    return f"{steps} ({options['cellprob_threshold']}, {options['flow_threshold']}{shrink}{padding})"
 
 
 def markdown_report(result: dict) -> str:
@@ -898,6 +981,10 @@ def markdown_report(result: dict) -> str:
     if config.get("shrink_fractions") and config["shrink_fractions"] != [0.0]:
         lines.append("- With each pair, a share of each predicted cell's area removed (outermost, most exposed pixels "
                      f"first), chosen from {config['shrink_fractions']}; shown as -N% after the thresholds.")
+    if config.get("border_paddings") and config["border_paddings"] != [0]:
+        lines.append("- With each pair, the images mirrored beyond their border by a margin chosen from "
+                     f"{config['border_paddings']} px before the network sees them (masks cut back to the image); "
+                     "shown as \"mirror N px\".")
     lines += [
         f"- Every arm: {config['steps']} optimizer steps (checkpoints {config['checkpoints']}); seeds {config['seeds']}; "
         f"real + synthetic arms draw the real patch with p = {config['real_fraction']}"

@@ -384,6 +384,11 @@ class CellposeSegmenter:
             for a model's own checkpoints, hence this loop.
         mask_options : sequence of dict
             Keyword arguments of :meth:`predict` (``cellprob_threshold``, ``flow_threshold``); ``{}``: defaults.
+            An option may also hold ``border_padding`` (pixels, default 0): the image is mirrored that far beyond
+            its border before the network sees it, and the masks are cut back to the image, without the objects
+            that lie mostly in the mirrored margin. Cellpose pads with zeros, so a nucleus cut by the image border
+            meets a black edge that training tiles seldom show; mirrored, it looks like a whole (narrower) cell.
+            One network pass per distinct padding.
 
         Returns
         -------
@@ -395,13 +400,18 @@ class CellposeSegmenter:
             raise CellcascadeError(f"diameter must be positive, not {diameter}")
         thresholds = []
         for option in mask_options:
-            unknown = set(option) - {"cellprob_threshold", "flow_threshold"}
+            unknown = set(option) - {"cellprob_threshold", "flow_threshold", "border_padding"}
             if unknown:
                 raise CellcascadeError(f"unknown mask option(s) {sorted(unknown)}")
             pair = (float(option.get("cellprob_threshold", 0.0)), float(option.get("flow_threshold", 0.4)))
             if not pair[1] >= 0:
                 raise CellcascadeError(f"flow_threshold must be at least 0, not {pair[1]}")
-            thresholds.append(pair)
+            padding = option.get("border_padding", 0)
+            if padding != int(padding) or padding < 0:
+                raise CellcascadeError(f"border_padding must be a whole number of pixels >= 0, not {padding}")
+            if images and padding >= min(min(np.shape(i)) for i in images):
+                raise CellcascadeError(f"border_padding ({padding} px) must be smaller than every image side")
+            thresholds.append((*pair, int(padding)))
         members = [checkpoint] if isinstance(checkpoint, Checkpoint) else list(checkpoint)
         if not members:
             raise CellcascadeError("predict_each needs at least one checkpoint")
@@ -414,27 +424,64 @@ class CellposeSegmenter:
         niter = float(diameter) / self.diam_mean * 200  # eval's default with resample: 200 steps at network scale
         out: list[list[np.ndarray]] = [[] for _ in thresholds]
         for image in images:
-            outputs = [
-                model.eval(
-                    np.asarray(image, dtype=np.float32),
-                    channels=None,
-                    normalize={"normalize": False},  # a dict: cellpose would otherwise mutate its module default
-                    diameter=float(diameter),
-                    augment=self.test_augment,
-                    compute_masks=False,
-                )[1]
-                for model in models
-            ]
-            flow = np.mean([o[1] for o in outputs], axis=0)  # one member: its own outputs, exactly
-            cellprob = np.mean([o[2] for o in outputs], axis=0)
-            for index, (cellprob_threshold, flow_threshold) in enumerate(thresholds):
-                masks = dynamics.resize_and_compute_masks(
-                    flow, cellprob, niter=niter, cellprob_threshold=cellprob_threshold,
-                    flow_threshold=flow_threshold, interp=True, min_size=15, max_size_fraction=0.4,
-                    device=models[0].device,
-                )
-                out[index].append(relabel(masks))
+            image = np.asarray(image, dtype=np.float32)
+            for padding in sorted({t[2] for t in thresholds}):
+                padded = np.pad(image, padding, mode="reflect") if padding else image
+                outputs = [
+                    model.eval(
+                        padded,
+                        channels=None,
+                        normalize={"normalize": False},  # a dict: cellpose would otherwise mutate its module default
+                        diameter=float(diameter),
+                        augment=self.test_augment,
+                        compute_masks=False,
+                    )[1]
+                    for model in models
+                ]
+                flow = np.mean([o[1] for o in outputs], axis=0)  # one member: its own outputs, exactly
+                cellprob = np.mean([o[2] for o in outputs], axis=0)
+                for index, (cellprob_threshold, flow_threshold, option_padding) in enumerate(thresholds):
+                    if option_padding != padding:
+                        continue
+                    masks = dynamics.resize_and_compute_masks(
+                        flow, cellprob, niter=niter, cellprob_threshold=cellprob_threshold,
+                        flow_threshold=flow_threshold, interp=True, min_size=15, max_size_fraction=0.4,
+                        device=models[0].device,
+                    )
+                    out[index].append(unpad_masks(masks, padding))
         return out
+
+
+def unpad_masks(masks: np.ndarray, padding: int) -> np.ndarray:
+    """Masks of an image padded by `padding` pixels on every side, cut back to the image.
+
+    Objects with more than half their pixels in the margin (mirror images of cells inside) are dropped; a cell cut
+    by the image border keeps its inner part, which is at least half of it under a mirror without repeated edge.
+
+    Parameters
+    ----------
+    masks : ndarray int, shape (Y + 2 padding, X + 2 padding)
+    padding : int
+
+    Returns
+    -------
+    ndarray int32, shape (Y, X): instance labels with consecutive ids.
+
+    >>> m = np.zeros((6, 8), int)
+    >>> m[0:2, 0:2] = 1; m[2:5, 3:5] = 2; m[3:5, 6:8] = 3  # 1: 3 of 4 px in the margin; 3: half of it
+    >>> unpad_masks(m, 1)
+    array([[0, 0, 0, 0, 0, 0],
+           [0, 0, 1, 1, 0, 0],
+           [0, 0, 1, 1, 0, 2],
+           [0, 0, 1, 1, 0, 2]], dtype=int32)
+    """
+    if not padding:
+        return relabel(masks)
+    inner = masks[padding:-padding, padding:-padding]
+    total = np.bincount(masks.ravel(), minlength=int(masks.max()) + 1)
+    inside = np.bincount(inner.ravel(), minlength=total.size)
+    drop = np.flatnonzero(2 * inside < total)
+    return relabel(np.where(np.isin(inner, drop[drop > 0]), 0, inner))
 
 
 def _weight_average(net, decay: float):

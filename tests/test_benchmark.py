@@ -224,17 +224,23 @@ def test_predict_each_gives_cellposes_own_masks_for_every_threshold_pair(tmp_pat
             segmenter.predict_each(checkpoint, [image], diameter=diameter, mask_options=[dict(border_padding=bad)])
 
 
-def test_unpadding_keeps_the_inner_half_of_a_mirrored_border_cell_and_drops_mirror_images():
-    masks = np.zeros((32, 32), np.int32)  # masks of a 20 × 20 image mirrored 6 px beyond each border
-    masks[11:18, 3:9] = 1  # a cell cut by the left border and its mirror image: half of it inside
-    masks[11:18, 14:20] = 2  # a whole cell inside
-    masks[0:7, 14:20] = 3  # the mirror image of a cell near the top border: one row of it inside
-    out = unpad_masks(masks, 6)
-    expected = np.zeros((20, 20), np.int32)
-    expected[5:12, 0:3] = 1
-    expected[5:12, 8:14] = 2
-    np.testing.assert_array_equal(out, expected)
-    np.testing.assert_array_equal(unpad_masks(expected, 0), expected)
+def test_unpadding_keeps_border_and_corner_cells_and_drops_mirror_images():
+    labels = np.zeros((20, 20), np.int32)
+    labels[5:12, 0:3] = 1  # cut by the left border
+    labels[0:3, 16:20] = 2  # cut by the top-right corner
+    labels[8:14, 8:14] = 3  # whole, inside
+    labels[15:19, 4:9] = 4  # whole, 1 px from the bottom border: its mirror image lies in the margin
+    # what a segmenter finds in the image mirrored 6 px: cells 1 and 2 whole, and a mirror image of every cell
+    mirrored = np.pad(labels, 6, mode="reflect")
+    copies = ndi.label(np.isin(mirrored, [3, 4]))[0]
+    found = np.where(np.isin(mirrored, [1, 2]), mirrored, np.where(copies > 0, copies + 10, 0))
+    mirror_of_4 = found[27, 12]
+    assert mirror_of_4 > 10 and found[23, 12] != mirror_of_4  # the copy beyond the bottom border, another object
+    found[25, 10:15] = mirror_of_4  # which bleeds 1 row into the image (a segmentation error)
+    out = unpad_masks(found, 6)
+    assert out.shape == labels.shape and out.max() == 4  # the four cells, no mirror image
+    np.testing.assert_array_equal(out > 0, labels > 0)
+    np.testing.assert_array_equal(unpad_masks(labels, 0), labels)
 
 
 @pytest.mark.slow

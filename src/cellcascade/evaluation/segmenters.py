@@ -385,8 +385,8 @@ class CellposeSegmenter:
         mask_options : sequence of dict
             Keyword arguments of :meth:`predict` (``cellprob_threshold``, ``flow_threshold``); ``{}``: defaults.
             An option may also hold ``border_padding`` (pixels, default 0): the image is mirrored that far beyond
-            its border before the network sees it, and the masks are cut back to the image, without the objects
-            that lie mostly in the mirrored margin. Cellpose pads with zeros, so a nucleus cut by the image border
+            its border before the network sees it, and the masks are cut back to the image, without the mirror
+            images of cells inside (:func:`unpad_masks`). Cellpose pads with zeros, so a nucleus cut by the image border
             meets a black edge that training tiles seldom show; mirrored, it looks like a whole (narrower) cell.
             One network pass per distinct padding.
 
@@ -455,8 +455,10 @@ class CellposeSegmenter:
 def unpad_masks(masks: np.ndarray, padding: int) -> np.ndarray:
     """Masks of an image padded by `padding` pixels on every side, cut back to the image.
 
-    Objects with more than half their pixels in the margin (mirror images of cells inside) are dropped; a cell cut
-    by the image border keeps its inner part, which is at least half of it under a mirror without repeated edge.
+    The margin holds mirror images. A cell cut by the image border is found whole, with its mirror image, and keeps
+    its inner part: at least as large as each mirrored copy (one beyond an edge, three beyond a corner). An object
+    whose inner part is less than half its largest piece in one of the eight margin regions (the sides and the
+    corners) is the mirror image of a cell inside, and is dropped.
 
     Parameters
     ----------
@@ -467,20 +469,27 @@ def unpad_masks(masks: np.ndarray, padding: int) -> np.ndarray:
     -------
     ndarray int32, shape (Y, X): instance labels with consecutive ids.
 
-    >>> m = np.zeros((6, 8), int)
-    >>> m[0:2, 0:2] = 1; m[2:5, 3:5] = 2; m[3:5, 6:8] = 3  # 1: 3 of 4 px in the margin; 3: half of it
-    >>> unpad_masks(m, 1)
-    array([[0, 0, 0, 0, 0, 0],
-           [0, 0, 1, 1, 0, 0],
-           [0, 0, 1, 1, 0, 2],
-           [0, 0, 1, 1, 0, 2]], dtype=int32)
+    >>> m = np.zeros((8, 8), int)
+    >>> m[1:4, 1:4] = 1  # a corner cell: 2 × 2 px inside, 1 × 2, 2 × 1 and 1 × 1 px mirrored
+    >>> m[3:5, 4:6] = 2  # a whole cell
+    >>> m[6:8, 2:4] = 3; m[5, 3] = 3  # the mirror image of a cell near the bottom: 1 px inside, 4 in the margin
+    >>> unpad_masks(m, 2)
+    array([[1, 1, 0, 0],
+           [1, 1, 2, 2],
+           [0, 0, 2, 2],
+           [0, 0, 0, 0]], dtype=int32)
     """
     if not padding:
         return relabel(masks)
+    masks = np.asarray(masks)
+    n = int(masks.max()) + 1
+    bands = [np.digitize(np.arange(size), [padding, size - padding]) for size in masks.shape]  # 0, 1, 2
+    region = 3 * bands[0][:, None] + bands[1][None, :]  # 4 = the image, others = the 8 margin regions
+    counts = np.bincount((masks * 9 + region).ravel(), minlength=9 * n).reshape(n, 9)
+    inside = counts[:, 4]
+    largest_margin_piece = np.delete(counts, 4, axis=1).max(axis=1)
+    drop = np.flatnonzero(2 * inside < largest_margin_piece)
     inner = masks[padding:-padding, padding:-padding]
-    total = np.bincount(masks.ravel(), minlength=int(masks.max()) + 1)
-    inside = np.bincount(inner.ravel(), minlength=total.size)
-    drop = np.flatnonzero(2 * inside < total)
     return relabel(np.where(np.isin(inner, drop[drop > 0]), 0, inner))
 
 

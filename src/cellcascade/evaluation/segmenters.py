@@ -386,8 +386,8 @@ class CellposeSegmenter:
             Keyword arguments of :meth:`predict` (``cellprob_threshold``, ``flow_threshold``); ``{}``: defaults.
             An option may also hold ``border_padding`` (pixels, default 0): the image is mirrored that far beyond
             its border before the network sees it, and the masks are cut back to the image, without the mirror
-            images of cells inside (:func:`unpad_masks`). Cellpose pads with zeros, so a nucleus cut by the image border
-            meets a black edge that training tiles seldom show; mirrored, it looks like a whole (narrower) cell.
+            images of cells inside (:func:`unpad_masks`). Cellpose pads with zeros, so a nucleus cut by the image
+            border meets a black edge that training tiles seldom show; mirrored, it looks like a whole (narrower) cell.
             One network pass per distinct padding.
 
         Returns
@@ -398,6 +398,7 @@ class CellposeSegmenter:
 
         if not diameter > 0:
             raise CellcascadeError(f"diameter must be positive, not {diameter}")
+        smallest_side = min((min(np.shape(i)) for i in images), default=None)
         thresholds = []
         for option in mask_options:
             unknown = set(option) - {"cellprob_threshold", "flow_threshold", "border_padding"}
@@ -409,7 +410,7 @@ class CellposeSegmenter:
             padding = option.get("border_padding", 0)
             if padding != int(padding) or padding < 0:
                 raise CellcascadeError(f"border_padding must be a whole number of pixels >= 0, not {padding}")
-            if images and padding >= min(min(np.shape(i)) for i in images):
+            if smallest_side is not None and padding >= smallest_side:
                 raise CellcascadeError(f"border_padding ({padding} px) must be smaller than every image side")
             thresholds.append((*pair, int(padding)))
         members = [checkpoint] if isinstance(checkpoint, Checkpoint) else list(checkpoint)
@@ -423,9 +424,12 @@ class CellposeSegmenter:
             models.append(model)
         niter = float(diameter) / self.diam_mean * 200  # eval's default with resample: 200 steps at network scale
         out: list[list[np.ndarray]] = [[] for _ in thresholds]
+        options_by_padding: dict[int, list[int]] = {}  # one network pass per padding serves all its options
+        for index, (_, _, padding) in enumerate(thresholds):
+            options_by_padding.setdefault(padding, []).append(index)
         for image in images:
             image = np.asarray(image, dtype=np.float32)
-            for padding in sorted({t[2] for t in thresholds}):
+            for padding, indices in sorted(options_by_padding.items()):
                 padded = np.pad(image, padding, mode="reflect") if padding else image
                 outputs = [
                     model.eval(
@@ -440,9 +444,8 @@ class CellposeSegmenter:
                 ]
                 flow = np.mean([o[1] for o in outputs], axis=0)  # one member: its own outputs, exactly
                 cellprob = np.mean([o[2] for o in outputs], axis=0)
-                for index, (cellprob_threshold, flow_threshold, option_padding) in enumerate(thresholds):
-                    if option_padding != padding:
-                        continue
+                for index in indices:
+                    cellprob_threshold, flow_threshold, _ = thresholds[index]
                     masks = dynamics.resize_and_compute_masks(
                         flow, cellprob, niter=niter, cellprob_threshold=cellprob_threshold,
                         flow_threshold=flow_threshold, interp=True, min_size=15, max_size_fraction=0.4,

@@ -90,7 +90,12 @@ def report(pooled: dict, paths: list[Path], command: str) -> str:
              "|---|---|---|---|---|---|---|"]
     for arm, s in summary.items():
         reference = summary.get(_reference(arm, summary))
-        gain = "" if reference is None else f"{s['seg_mean'] / reference['seg_mean'] - 1:+.1%}"
+        if reference is None:
+            gain = ""
+        elif reference["seg_mean"] > 0:
+            gain = f"{s['seg_mean'] / reference['seg_mean'] - 1:+.1%}"
+        else:
+            gain = "n/a (real SEG 0)"  # e.g. a few-step smoke run
         per_seed = ", ".join(f"{run['test_seg']:.3f}" for run in pooled[arm])
         lines.append(f"| {arm} | {', '.join(map(str, s['seeds']))} | {', '.join(map(str, s['chosen_steps']))} | "
                      f"{_fmt(s, 'seg')} | {per_seed} | {_fmt(s, 'ap50')} | {gain} |")

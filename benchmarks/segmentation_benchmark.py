@@ -89,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="kinds of arm to train: real (the budget patch), synthetic (each source alone), mixed "
                              "(patch + each source); default all. Arms do not depend on each other, so one comparison "
                              "can be split over runs (same seeds give the same arm)")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                        help="where Cellpose trains and predicts: auto takes a CUDA GPU if there is one (default "
+                             "auto; the recorded results ran on the CPU)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -144,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
                 threads=args.threads,
                 save_predictions=args.save_predictions is not None,
                 checkpoint_dir=args.checkpoint_dir,
+                device=args.device,
                 command=command,
             )
         except CellcascadeError as exc:

@@ -702,6 +702,37 @@ def test_a_checkpoint_dir_that_is_a_file_is_refused_before_any_work(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_the_default_segmenter_runs_on_the_asked_device(tmp_path, monkeypatch):
+    import torch
+
+    import cellcascade.evaluation.benchmark as benchmark
+
+    made = []
+
+    def recording_cellpose(**settings):  # stands in for CellposeSegmenter, remembering its settings
+        made.append(settings)
+        return ThresholdSegmenter()
+
+    monkeypatch.setattr(benchmark, "CellposeSegmenter", recording_cellpose)
+    kwargs = dict(budget=8, classic=False, seeds=(0,), steps=4, n_checkpoints=2, long_factor=1)
+    run_benchmark([grid_item(shape=(96, 384))], tmp_path / "auto", device="auto", **kwargs)
+    assert made[-1]["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
+    run_benchmark([grid_item(shape=(96, 384))], tmp_path / "cpu", **kwargs)
+    assert made[-1]["device"] == "cpu"  # the library's default
+    with pytest.raises(CellcascadeError, match="device must be auto, cpu or cuda"):
+        run_benchmark([grid_item(shape=(96, 384))], tmp_path / "bad", device="gpu", **kwargs)
+    assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_benchmark_on_cuda_without_a_gpu_is_a_one_line_error_before_any_work(tmp_path, capsys):
+    from cellcascade.cli import main
+
+    assert main(["benchmark", "sample", "--out", str(tmp_path / "out"), "--device", "cuda", "--quick", "--quiet"]) == 2
+    assert capsys.readouterr().err == "cellcascade: error: device 'cuda' was asked for but no CUDA GPU is available\n"
+    assert not (tmp_path / "out").exists()
+
+
 class FinetuneRecordingSegmenter(ThresholdSegmenter):
     """Also takes the fine-tuning draw, and records it."""
 

@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +71,15 @@ def test_pooling_one_seed_says_so_instead_of_a_zero_std(tmp_path):
     assert "| real | 0 | 600 | 0.800 (1 seed) | 0.800 | 0.900 (1 seed) |" in table
     assert "| real + x | 0 | 600 | 0.900 (1 seed) | 0.900 | 1.000 (1 seed) | +12.5% |" in table
     assert "± 0.000" not in table
+
+
+def test_pooling_against_a_real_only_score_of_zero_says_so_instead_of_dividing(tmp_path):
+    pool_runs = load_script("pool_segmentation_runs")
+    paths = [tmp_path / f"segmentation_{n}.json" for n in ("real", "mixed")]
+    paths[0].write_text(json.dumps(fake_run([0], {"real": [0.0]}, synthetic=())))
+    paths[1].write_text(json.dumps(fake_run([0], {"real + x": [0.2]})))
+    assert pool_runs.main([str(p) for p in paths] + ["--tag", "pooled", "--out", str(tmp_path)]) == 0
+    assert "| 0.200 | 0.300 (1 seed) | n/a (real SEG 0) |" in (tmp_path / "segmentation_pooled.md").read_text()
 
 
 def test_pooling_says_when_an_arm_has_other_seeds_than_real(tmp_path):
@@ -349,3 +359,48 @@ def test_cutting_a_generated_folder_gives_the_field_of_view_and_writes_nothing_o
         assert cut.main(args) == 2
         assert message in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cut", "generated"]
+
+
+@pytest.mark.slow
+def test_headline_script_generates_benchmarks_both_arms_pools_and_resumes(tmp_path, capsys):
+    """A tiny run of the whole headline comparison: generate, both arms, pooled report; a rerun redoes nothing."""
+    headline = load_script("headline_gain")
+    work = tmp_path / "work"
+    options = ["--work", str(work), "--seeds", "0", "--jobs", "2", "--steps", "2", "--checkpoints", "1",
+               "--folders", "1", "--images-per-folder", "2", "--size", "64", "64", "--device", "cpu"]
+    assert headline.main(options) == 0
+    synthetic = sorted(p.name for p in (work / "synthetic-ovl-2").glob("*.tif"))
+    assert synthetic == ["s1_img_0000.tif", "s1_img_0000_masks.tif", "s1_img_0001.tif", "s1_img_0001_masks.tif"]
+    runs = {arm: json.loads((work / "results" / f"segmentation_sample_headline_{arm}_seed0.json").read_text())
+            for arm in ("real", "mixed")}
+    assert list(runs["real"]["summary"]) == ["real"]
+    assert list(runs["mixed"]["summary"]) == ["real + synthetic-ovl-2"]
+    for run in runs.values():  # the recorded recipe, with this run's step budget
+        config = run["config"]
+        assert config["steps"] == 2 and config["border_paddings"] == [0, 32] and config["segmenter"]["tile"] == 96
+        assert config["segmenter"]["device"] == "cpu" and config["n_synthetic"] == 2
+    table = (work / "results" / "segmentation_sample_headline.md").read_text()
+    assert "| real | 0 |" in table and "| real + synthetic-ovl-2 | 0 |" in table
+    logs = sorted(p.name for p in (work / "logs").iterdir())
+    assert logs == ["generate_seed_1.log", "mixed_seed_0.log", "real_seed_0.log"]
+    # everything is there: a second call only pools again
+    before = {p: p.stat().st_mtime_ns for p in (work / "results").glob("*.json")}
+    assert headline.main(options) == 0
+    assert {p: p.stat().st_mtime_ns for p in (work / "results").glob("*.json")} == before
+    # a result made with other options is not taken for this one
+    real = work / "results" / "segmentation_sample_headline_real_seed0.json"
+    recorded = runs["real"]["config"]["command"].split(" ", 2)[2]
+    assert headline._recorded_with(real, shlex.split(recorded))
+    assert not headline._recorded_with(real, shlex.split(recorded) + ["--ensemble", "2"])
+
+
+@pytest.mark.parametrize("args, message", [(["--jobs", "0"], "--jobs must be at least 1"),
+                                           (["--size", "16", "64"], "--size must be at least 32 32"),
+                                           (["--seeds", "1", "1"], "--seeds must be distinct"),
+                                           (["--cascade", "nowhere"], "not a cascade folder")])
+def test_headline_script_refuses_bad_options_in_one_line_and_writes_nothing(tmp_path, capsys, args, message):
+    headline = load_script("headline_gain")
+    with pytest.raises(SystemExit) as exit_info:
+        headline.main(["--work", str(tmp_path / "work"), *args])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "work").exists()

@@ -347,13 +347,9 @@ def _load_mask_model(args: argparse.Namespace):
 
 
 def _torch_device(device: str) -> str:
-    import torch
+    from cellcascade.devices import resolve_device
 
-    if device == "cuda" and not torch.cuda.is_available():
-        raise CellcascadeError("device 'cuda' was asked for but no CUDA GPU is available")
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
+    return resolve_device(device)
 
 
 def _run_sample_masks(args: argparse.Namespace) -> None:
@@ -569,7 +565,7 @@ def _run_benchmark(args: argparse.Namespace) -> None:
     seeds = None if args.seeds is None else list(range(args.seed, args.seed + args.seeds))
     run_benchmark(args.data, args.out, budget=args.budget, test=test, synthetic=args.synthetic,
                   classic=not args.no_classic, seeds=seeds, steps=args.steps, ema=args.ema,
-                  tune_masks=args.tune_masks, quick=args.quick,
+                  tune_masks=args.tune_masks, quick=args.quick, device=_torch_device(args.device),
                   threads=args.threads, command="cellcascade " + " ".join(sys.argv[1:]))
     print((args.out / "benchmark.md").read_text())
 

@@ -52,6 +52,7 @@ import numpy as np
 import tifffile
 
 from cellcascade.data import AnnotatedImage, read_dataset, require_ndim
+from cellcascade.devices import resolve_device
 from cellcascade.errors import CellcascadeError
 from cellcascade.evaluation.boundaries import shrink_cells
 from cellcascade.evaluation.segmentation_metrics import detection_scores, matched_size_ratios, seg_per_cell_kind
@@ -149,6 +150,7 @@ def run_benchmark(
     threads: int | None = None,
     save_predictions: bool = False,
     checkpoint_dir: str | Path | None = None,
+    device: str = "cpu",
     segmenter: Segmenter | None = None,
     command: str | None = None,
 ) -> dict:
@@ -237,8 +239,11 @@ def run_benchmark(
         its training (only validation and test are run again: another mask grid or ensemble costs minutes, not a
         retraining). The arm key is a hash of everything training depends on, so changed data never reuses
         stale weights. Default: a temporary folder, deleted.
+    device : "cpu", "cuda" or "auto"
+        Where the default Cellpose segmenter trains and predicts ("auto": a CUDA GPU if there is one). Part of
+        the segmenter's settings, so checkpoints kept on one device are not reused on another.
     segmenter : Segmenter, optional
-        Replaces the default :class:`~cellcascade.evaluation.segmenters.CellposeSegmenter`.
+        Replaces the default :class:`~cellcascade.evaluation.segmenters.CellposeSegmenter` (and its `device`).
     command : str, optional
         The command line that started the run, recorded in the report.
 
@@ -315,9 +320,10 @@ def run_benchmark(
     if any(p != int(p) or p < 0 for p in paddings):
         raise CellcascadeError(f"border paddings must be whole numbers of pixels >= 0, not {list(border_paddings)}")
     paddings = [int(p) for p in paddings]
+    device = resolve_device(device)
     if segmenter is None:
         segmenter = CellposeSegmenter(diam_mean=diam_mean, tile=tile, batch_size=batch_size, ema=ema,
-                                      decay_steps=decay_steps, test_augment=test_augment)
+                                      decay_steps=decay_steps, test_augment=test_augment, device=device)
     if threads is not None and threads < 1:
         raise CellcascadeError(f"threads must be at least 1, not {threads}")
     if checkpoint_dir is not None and Path(checkpoint_dir).exists() and not Path(checkpoint_dir).is_dir():

@@ -21,6 +21,7 @@ from diffusers.training_utils import EMAModel
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from cellcascade.devices import resolve_device
 from cellcascade.errors import CellcascadeError
 
 CHECKPOINT_DIR = "checkpoint"
@@ -60,10 +61,7 @@ def denoising_target(noise_scheduler, clean: torch.Tensor, noise: torch.Tensor, 
 
 def make_accelerator(device: str = "auto") -> Accelerator:
     """An Accelerator on `device` ("auto", "cpu" or "cuda"); under ``accelerate launch`` its settings win."""
-    if device not in ("auto", "cpu", "cuda"):
-        raise CellcascadeError(f"device must be auto, cpu or cuda, not {device!r}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise CellcascadeError("device 'cuda' was asked for but no CUDA GPU is available")
+    resolve_device(device)  # a clear error for an unknown name or a missing GPU
     return Accelerator(cpu=device == "cpu")
 
 

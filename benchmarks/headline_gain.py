@@ -14,8 +14,8 @@ cores or a GPU can repeat (or vary) it in one go:
 3. **Pooling** the runs with ``pool_segmentation_runs.py`` into ``segmentation_<tag>.md``.
 
 Every step is skipped when its output is already there, made with the same options, so a stopped run goes on
-where it stopped (a benchmark run that was stopped trains again). Each job writes its log to ``WORK/logs``. Extra benchmark options (e.g.
-``--ensemble 3``) go after ``--``.
+where it stopped (a benchmark run that was stopped trains again). Each job writes its log to ``WORK/logs``. Extra
+benchmark options (e.g. ``--ensemble 3``) go after ``--``.
 
 Usage::
 
@@ -39,6 +39,8 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 from tqdm.auto import tqdm
+
+from cellcascade.devices import DEVICES
 
 BENCHMARKS = Path(__file__).resolve().parent
 CASCADE = BENCHMARKS / "cascades" / "sample-budget"
@@ -164,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="training seeds (default 0 1 2 3 4)")
     parser.add_argument("--jobs", type=int, default=2, help="jobs at a time: one per CPU core, or more on a GPU "
                         "(default 2)")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+    parser.add_argument("--device", choices=DEVICES, default="auto",
                         help="where generation and Cellpose run (default auto: a CUDA GPU if there is one)")
     parser.add_argument("--steps", type=int, default=1200, help="optimizer steps of every arm (default 1200)")
     parser.add_argument("--checkpoints", type=int, default=20, help="checkpoints per run (default 20)")

@@ -27,6 +27,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
+from cellcascade.devices import DEVICES
 from cellcascade.errors import CellcascadeError
 from cellcascade.evaluation.benchmark import ARM_KINDS, _fmt, run_benchmark, threshold_grid
 
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="kinds of arm to train: real (the budget patch), synthetic (each source alone), mixed "
                              "(patch + each source); default all. Arms do not depend on each other, so one comparison "
                              "can be split over runs (same seeds give the same arm)")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+    parser.add_argument("--device", choices=DEVICES, default="auto",
                         help="where Cellpose trains and predicts: auto takes a CUDA GPU if there is one (default "
                              "auto; the recorded results ran on the CPU)")
     parser.add_argument("--threads", type=int, default=1)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cellcascade.devices import DEVICES, resolve_device
 from cellcascade.errors import CellcascadeError
 
 DEFAULT_MASK_MODEL = "default"
@@ -57,7 +58,7 @@ def _count_range(text: str) -> tuple[int, int]:
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same output (default 0)")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+    parser.add_argument("--device", choices=DEVICES, default="auto",
                         help="where to run the networks: auto takes a CUDA GPU if there is one (default auto)")
     parser.add_argument("--threads", type=_positive_int, default=1,
                         help="CPU threads for PyTorch (default 1: these small networks gain little from more, and on a "
@@ -341,15 +342,9 @@ def _load_mask_model(args: argparse.Namespace):
     from cellcascade.weights import default_mask_model
 
     path = default_mask_model() if args.model == DEFAULT_MASK_MODEL else Path(args.model)
-    pipe = load_mask_pipeline(path, device=_torch_device(args.device))
+    pipe = load_mask_pipeline(path, device=resolve_device(args.device))
     _apply_mask_options(pipe, args)
     return pipe
-
-
-def _torch_device(device: str) -> str:
-    from cellcascade.devices import resolve_device
-
-    return resolve_device(device)
 
 
 def _run_sample_masks(args: argparse.Namespace) -> None:
@@ -565,7 +560,7 @@ def _run_benchmark(args: argparse.Namespace) -> None:
     seeds = None if args.seeds is None else list(range(args.seed, args.seed + args.seeds))
     run_benchmark(args.data, args.out, budget=args.budget, test=test, synthetic=args.synthetic,
                   classic=not args.no_classic, seeds=seeds, steps=args.steps, ema=args.ema,
-                  tune_masks=args.tune_masks, quick=args.quick, device=_torch_device(args.device),
+                  tune_masks=args.tune_masks, quick=args.quick, device=resolve_device(args.device),
                   threads=args.threads, command="cellcascade " + " ".join(sys.argv[1:]))
     print((args.out / "benchmark.md").read_text())
 

@@ -12,7 +12,8 @@ Usage::
         benchmarks/results/segmentation_B.json --tag A_pooled
 
 Writes ``benchmarks/results/segmentation_<tag>.md``: per arm SEG and AP@0.5, mean ± std over all seeds (ddof = 1),
-and each seed's score.
+and each seed's score. Runs with ``--ensemble K`` also get, per arm, the row "(1 or K checkpoints, chosen on
+validation)": seed by seed the single checkpoint or the ensemble, whichever scored higher on validation.
 """
 
 from __future__ import annotations
@@ -36,18 +37,66 @@ _SEGMENTER_DEFAULTS = {"decay_steps": 0}
 _CONFIG_DEFAULTS = {"real_finetune_steps": 0, "ensemble": 1, "border_paddings": None}
 
 
+# the suffix of the row that, seed by seed, takes an arm's single-checkpoint or ensemble run, whichever scored
+# higher on validation (the test image plays no part in the choice)
+_CHOSEN = " (1 or {k} checkpoints, chosen on validation)"
+_CHOSEN_MARK = " (1 or "
+
+
 def _reference(arm: str, arms) -> str | None:
-    """The row an arm's "SEG vs real" compares with: "real (ensemble of K)" for "<arm> (ensemble of K)", else
-    "real"; None for the reference itself and when the runs do not hold it.
+    """The row an arm's "SEG vs real" compares with: "real (ensemble of K)" for "<arm> (ensemble of K)", "real (1 or
+    K checkpoints, chosen on validation)" for such a row, else "real"; None for the reference itself and when the
+    runs do not hold it.
 
     >>> _reference("real + a (ensemble of 3)", ["real", "real (ensemble of 3)"])
     'real (ensemble of 3)'
+    >>> _reference("real + a (1 or 3 checkpoints, chosen on validation)", ["real (1 or 3 checkpoints, chosen on validation)"])
+    'real (1 or 3 checkpoints, chosen on validation)'
     >>> [_reference(arm, ["real"]) for arm in ("real (4× steps)", "real (ensemble of 3)", "real")]
     ['real', None, None]
     """
-    start = arm.rfind(" (ensemble of ")
+    start = max(arm.rfind(" (ensemble of "), arm.rfind(_CHOSEN_MARK))
     reference = "real" + (arm[start:] if start >= 0 else "")
     return reference if reference != arm and reference in arms else None
+
+
+def _chosen_on_validation(single: list[dict], ensemble: list[dict]) -> list[dict] | None:
+    """Seed by seed, the single-checkpoint run or the ensemble run, whichever has the higher validation score (the
+    single run on a tie); None when a run lacks the validation scores (runs recorded without them).
+
+    Each run is a benchmark JSON run: the single one with its "learning_curve" (per checkpoint the validation
+    "score"), the ensemble one with its "ensemble_validation_score". The chosen run gets "chosen_row": "single" or
+    "ensemble".
+    """
+    by_seed = {run["seed"]: run for run in ensemble}
+    if sorted(by_seed) != sorted(run["seed"] for run in single):
+        return None
+    chosen = []
+    for run in single:
+        other = by_seed[run["seed"]]
+        if not run.get("learning_curve") or "ensemble_validation_score" not in other:
+            return None
+        single_score = max(point["score"] for point in run["learning_curve"])
+        if other["ensemble_validation_score"] > single_score:
+            chosen.append({**other, "chosen_row": "ensemble"})
+        else:
+            chosen.append({**run, "chosen_row": "single"})
+    return chosen
+
+
+def add_chosen_rows(pooled: dict) -> dict:
+    """`pooled` with, after each arm that has an "(ensemble of K)" row, the row "<arm> (1 or K checkpoints, chosen
+    on validation)" (see `_chosen_on_validation`); unchanged where the runs lack validation scores."""
+    out = {}
+    for arm, runs in pooled.items():
+        out[arm] = runs
+        start = arm.rfind(" (ensemble of ")
+        if start < 0 or arm[:start] not in pooled:
+            continue
+        chosen = _chosen_on_validation(pooled[arm[:start]], runs)
+        if chosen is not None:
+            out[arm[:start] + _CHOSEN.format(k=arm[start + len(" (ensemble of "):-1])] = chosen
+    return out
 
 
 def _uses_synthetic(arm: str) -> bool:
@@ -96,11 +145,16 @@ def report(pooled: dict, paths: list[Path], command: str) -> str:
             gain = f"{s['seg_mean'] / reference['seg_mean'] - 1:+.1%}"
         else:
             gain = "n/a (real SEG 0)"  # e.g. a few-step smoke run
-        per_seed = ", ".join(f"{run['test_seg']:.3f}" for run in pooled[arm])
+        per_seed = ", ".join(f"{run['test_seg']:.3f}" + (" (ens)" if run.get("chosen_row") == "ensemble" else "")
+                             for run in pooled[arm])
         lines.append(f"| {arm} | {', '.join(map(str, s['seeds']))} | {', '.join(map(str, s['chosen_steps']))} | "
                      f"{_fmt(s, 'seg')} | {per_seed} | {_fmt(s, 'ap50')} | {gain} |")
     notes = ["", "Std over seeds, ddof = 1. \"SEG vs real\": relative difference of the means (an ensemble row: "
              "against real only's ensemble row)."]
+    if any(_CHOSEN_MARK in arm for arm in summary):
+        notes.append("\"1 or K checkpoints, chosen on validation\": per seed, the single-checkpoint run or the "
+                     "ensemble run, whichever scored higher on the validation cells (\"(ens)\": the ensemble); the "
+                     "test image plays no part in the choice.")
     for arm, stats in summary.items():
         name = _reference(arm, summary)
         if name is not None and sorted(stats["seeds"]) != sorted(summary[name]["seeds"]):
@@ -122,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         parser.error(f"no such file: {', '.join(missing)}")
     try:
-        pooled = pool([json.loads(p.read_text()) for p in args.runs])
+        pooled = add_chosen_rows(pool([json.loads(p.read_text()) for p in args.runs]))
     except CellcascadeError as exc:
         parser.exit(2, f"error: {exc}\n")
     command = "python benchmarks/pool_segmentation_runs.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))

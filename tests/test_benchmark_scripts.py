@@ -139,6 +139,38 @@ def test_ensemble_rows_are_compared_with_real_onlys_ensemble_row(tmp_path):
         pool_runs.pool([single, mixed])
 
 
+def test_the_row_chosen_on_validation_takes_per_seed_the_single_or_ensemble_run_with_the_better_validation_score(tmp_path):
+    pool_runs = load_script("pool_segmentation_runs")
+    real = fake_run([0, 1], {"real": [0.8, 0.6], "real (ensemble of 3)": [0.7, 0.9]}, synthetic=())
+    mixed = fake_run([0, 1], {"real + x": [0.88, 0.88], "real + x (ensemble of 3)": [0.9, 0.8]})
+    validation = {"real": ([0.5, 0.6], [0.55, 0.7]), "real + x": ([0.7, 0.7], [0.7, 0.8])}  # single, ensemble
+    for run in (real, mixed):
+        run["config"]["ensemble"] = 3
+        for arm, (single, ensemble) in validation.items():
+            if arm in run["arms"]:
+                for i, score in enumerate(single):  # the single run's best checkpoint scores `score` on validation
+                    run["arms"][arm]["runs"][i]["learning_curve"] = [{"step": 300, "score": score - 0.1},
+                                                                     {"step": 600, "score": score}]
+                for i, score in enumerate(ensemble):
+                    run["arms"][f"{arm} (ensemble of 3)"]["runs"][i]["ensemble_validation_score"] = score
+    paths = [tmp_path / "segmentation_real.json", tmp_path / "segmentation_mixed.json"]
+    for path, run in zip(paths, (real, mixed)):
+        path.write_text(json.dumps(run))
+    assert pool_runs.main([str(p) for p in paths] + ["--tag", "pooled", "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "segmentation_pooled.md").read_text()
+    rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in text.splitlines() if line.startswith("| real")}
+    # real: the ensemble in both seeds (validation 0.55 > 0.5 and 0.7 > 0.6), though seed 0's single run tests higher
+    assert rows["real (1 or 3 checkpoints, chosen on validation)"][4] == "0.700 (ens), 0.900 (ens)"
+    # real + x: seed 0 a tie (0.7, 0.7) keeps the single run, seed 1 the ensemble (0.8 > 0.7)
+    assert rows["real + x (1 or 3 checkpoints, chosen on validation)"][4] == "0.880, 0.800 (ens)"
+    assert rows["real + x (1 or 3 checkpoints, chosen on validation)"][-1] == "+5.0% |"  # 0.84 over 0.8
+    assert "the test image plays no part in the choice" in text
+    # runs recorded without validation scores get no such row
+    del mixed["arms"]["real + x (ensemble of 3)"]["runs"][0]["ensemble_validation_score"]
+    assert "real + x (1 or 3 checkpoints, chosen on validation)" not in pool_runs.add_chosen_rows(
+        pool_runs.pool([real, mixed]))
+
+
 @pytest.mark.parametrize(
     "second, message",
     [

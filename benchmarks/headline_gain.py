@@ -94,18 +94,22 @@ def merge_generated(args: argparse.Namespace) -> Path:
     return merged
 
 
+def result_path(args: argparse.Namespace, arm: str, seed: int) -> Path:
+    """The benchmark JSON of one arm ("real" or "mixed") and seed: WORK/results/segmentation_<tag>_<arm>_seed<S>.json."""
+    return args.work / "results" / f"segmentation_{args.tag}_{arm}_seed{seed}.json"
+
+
 def benchmark_commands(args: argparse.Namespace, synthetic: Path) -> list[tuple[str, list[str], Path]]:
     """(name, command, result JSON) of every benchmark run; those already recorded are left out."""
     jobs = []
     n_synthetic = args.folders * args.images_per_folder
     for seed in args.seeds:
         for arm in ("real", "mixed"):
-            tag = f"{args.tag}_{arm}_seed{seed}"
-            result = args.work / "results" / f"segmentation_{tag}.json"
+            result = result_path(args, arm, seed)
             options = [*RECIPE, "--steps", str(args.steps), "--checkpoints", str(args.checkpoints),
                        "--seeds", str(seed), "--arms", arm, "--n-synthetic", str(n_synthetic), "--device", args.device,
                        "--checkpoint-dir", str(args.work / "checkpoints"), "--out", str(args.work / "results"),
-                       "--tag", tag, *args.benchmark_options]
+                       "--tag", result.stem.removeprefix("segmentation_"), *args.benchmark_options]
             if arm == "mixed":
                 options += ["--synthetic", str(synthetic)]
             if not _recorded_with(result, options):
@@ -195,8 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     run_jobs(generate_commands(args), args.jobs, logs, "generate")
     synthetic = merge_generated(args)
     run_jobs(benchmark_commands(args, synthetic), args.jobs, logs, "benchmark")
-    results = [args.work / "results" / f"segmentation_{args.tag}_{arm}_seed{seed}.json"
-               for arm in ("real", "mixed") for seed in args.seeds]
+    results = [result_path(args, arm, seed) for arm in ("real", "mixed") for seed in args.seeds]
     out = args.out or args.work / "results"
     return subprocess.call([sys.executable, str(BENCHMARKS / "pool_segmentation_runs.py"), *map(str, results),
                             "--tag", args.tag, "--out", str(out)])

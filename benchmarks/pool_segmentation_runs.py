@@ -41,6 +41,7 @@ _CONFIG_DEFAULTS = {"real_finetune_steps": 0, "ensemble": 1, "border_paddings": 
 # higher on validation (the test image plays no part in the choice)
 _CHOSEN = " (1 or {k} checkpoints, chosen on validation)"
 _CHOSEN_MARK = " (1 or "
+_ENSEMBLE_MARK = " (ensemble of "  # the benchmark's "<arm> (ensemble of K)" rows
 
 
 def _reference(arm: str, arms) -> str | None:
@@ -55,7 +56,7 @@ def _reference(arm: str, arms) -> str | None:
     >>> [_reference(arm, ["real"]) for arm in ("real (4× steps)", "real (ensemble of 3)", "real")]
     ['real', None, None]
     """
-    start = max(arm.rfind(" (ensemble of "), arm.rfind(_CHOSEN_MARK))
+    start = max(arm.rfind(_ENSEMBLE_MARK), arm.rfind(_CHOSEN_MARK))
     reference = "real" + (arm[start:] if start >= 0 else "")
     return reference if reference != arm and reference in arms else None
 
@@ -90,12 +91,12 @@ def add_chosen_rows(pooled: dict) -> dict:
     out = {}
     for arm, runs in pooled.items():
         out[arm] = runs
-        start = arm.rfind(" (ensemble of ")
-        if start < 0 or arm[:start] not in pooled:
+        single, mark, size = arm.rpartition(_ENSEMBLE_MARK)
+        if not mark or single not in pooled:
             continue
-        chosen = _chosen_on_validation(pooled[arm[:start]], runs)
+        chosen = _chosen_on_validation(pooled[single], runs)
         if chosen is not None:
-            out[arm[:start] + _CHOSEN.format(k=arm[start + len(" (ensemble of "):-1])] = chosen
+            out[single + _CHOSEN.format(k=size.rstrip(")"))] = chosen
     return out
 
 

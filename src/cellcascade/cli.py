@@ -560,7 +560,7 @@ def _run_benchmark(args: argparse.Namespace) -> None:
     seeds = None if args.seeds is None else list(range(args.seed, args.seed + args.seeds))
     run_benchmark(args.data, args.out, budget=args.budget, test=test, synthetic=args.synthetic,
                   classic=not args.no_classic, seeds=seeds, steps=args.steps, ema=args.ema,
-                  tune_masks=args.tune_masks, quick=args.quick, device=resolve_device(args.device),
+                  tune_masks=args.tune_masks, quick=args.quick, device=args.device,
                   threads=args.threads, command="cellcascade " + " ".join(sys.argv[1:]))
     print((args.out / "benchmark.md").read_text())
 
